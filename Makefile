@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine: `make benchmark` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/klue-ner-v1.1
+MODELS ?= crf
+OUT ?= bench
+
+.PHONY: setup test benchmark
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+benchmark: setup
+	$(VENV)/bin/kner benchmark --models $(MODELS) --data $(DATA) --out $(OUT)

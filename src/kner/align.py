@@ -1,0 +1,195 @@
+"""Every conversion between characters, subwords, tags and spans, as pure functions.
+
+Spans (see :mod:`kner.types`) are the canonical form. BIO tags and subword labels exist only
+inside the models that need them, and they come and go through this module, so that one set
+of tested rules decides where an entity starts and ends.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .types import LABELS, Span
+
+OUTSIDE = "O"
+
+
+def bio_labels(types: Sequence[str] = LABELS) -> list[str]:
+    """The IOB2 tag inventory: ``O`` first (id 0 means "no entity" in every model), then
+    ``B-X, I-X`` for each type."""
+    return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+
+# --- characters <-> BIO tags <-> spans ---------------------------------------------------
+
+def spans_to_bio(text: str, spans: Sequence[Span]) -> list[str]:
+    """One IOB2 tag per character of ``text``."""
+    tags = [OUTSIDE] * len(text)
+    for span in spans:
+        tags[span.start] = f"B-{span.label}"
+        for i in range(span.start + 1, span.end):
+            tags[i] = f"I-{span.label}"
+    return tags
+
+
+def bio_to_spans(tags: Sequence[str]) -> list[Span]:
+    """Spans from IOB2 tags under KLUE's strict rule: an entity starts only at ``B-X`` and
+    continues through ``I-X``; an ``I-X`` that does not continue an ``X`` entity is no entity."""
+    spans: list[Span] = []
+    start, label = -1, ""
+    for i, tag in enumerate(list(tags) + [OUTSIDE]):
+        prefix, _, kind = tag.partition("-")
+        if label and prefix == "I" and kind == label:
+            continue
+        if label:
+            spans.append(Span(start, i, label))
+            label = ""
+        if prefix == "B":
+            start, label = i, kind
+    return spans
+
+
+# --- spans <-> inline markup ("<이순신:PS> 장군은 …") ----------------------------------------
+
+_ESCAPE = str.maketrans({"\\": "\\\\", "<": "\\<", ">": "\\>"})
+
+
+def to_markup(text: str, spans: Sequence[Span], escape: bool = True) -> str:
+    """Inline markup as KLUE writes it. With ``escape`` (the default), ``\\``, ``<`` and ``>``
+    in the text are backslash-escaped so that :func:`parse_markup` recovers the text exactly;
+    without it the output is KLUE's raw style, which is ambiguous for texts containing ``<``."""
+    esc = (lambda s: s.translate(_ESCAPE)) if escape else (lambda s: s)
+    out, pos = [], 0
+    for span in sorted(spans):
+        out.append(esc(text[pos : span.start]))
+        out.append(f"<{esc(text[span.start : span.end])}:{span.label}>")
+        pos = span.end
+    out.append(esc(text[pos:]))
+    return "".join(out)
+
+
+class MarkupError(ValueError):
+    """Markup that does not parse; the message says where."""
+
+
+def parse_markup(markup: str, labels: Sequence[str] = LABELS, escaped: bool = True) -> tuple[str, list[Span]]:
+    """Inverse of :func:`to_markup`: the plain text and its spans.
+
+    An entity is ``<surface:LABEL>`` with LABEL one of ``labels``; the label is taken after the
+    last ``:`` so surfaces may contain colons. Raises :class:`MarkupError` on unbalanced markup.
+    """
+    text: list[str] = []
+    spans: list[Span] = []
+    open_at = -1
+    i = 0
+    while i < len(markup):
+        ch = markup[i]
+        if escaped and ch == "\\" and i + 1 < len(markup):
+            text.append(markup[i + 1])
+            i += 2
+            continue
+        if ch == "<" and open_at < 0:
+            open_at = len(text)
+        elif ch == ">" and open_at >= 0:
+            surface = "".join(text[open_at:])
+            head, colon, label = surface.rpartition(":")
+            if not colon or label not in labels or not head:
+                raise MarkupError(f"entity {surface!r} at character {i} has no ':LABEL' with LABEL in {list(labels)}")
+            del text[open_at + len(head) :]
+            spans.append(Span(open_at, len(text), label))
+            open_at = -1
+        elif ch in "<>":
+            raise MarkupError(f"unexpected {ch!r} at character {i} of {markup[:60]!r}; escape it as \\{ch}")
+        else:
+            text.append(ch)
+        i += 1
+    if open_at >= 0:
+        raise MarkupError(f"entity opened at character {open_at} is never closed in {markup[:60]!r}")
+    return "".join(text), spans
+
+
+# --- characters <-> subword tokens ---------------------------------------------------------
+
+def trim_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Shrink each token's character range to exclude whitespace (SentencePiece pieces such as
+    ``▁장`` may report the space before the word). Special tokens keep ``(0, 0)``; a token that
+    covers only whitespace becomes empty ``(e, e)``."""
+    out = []
+    for start, end in offsets:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        out.append((start, end))
+    return out
+
+
+def token_tags_from_chars(char_tags: Sequence[str], offsets: Sequence[tuple[int, int]]) -> list[str | None]:
+    """Label each token from the characters it covers: the tag of its first character.
+    Tokens covering no character (special, padding, whitespace-only) get ``None`` (ignored in
+    the loss). ``offsets`` must be trimmed (:func:`trim_offsets`)."""
+    return [char_tags[s] if e > s else None for s, e in offsets]
+
+
+def chars_from_token_tags(n_chars: int, token_tags: Sequence[str | None], offsets: Sequence[tuple[int, int]]) -> list[str]:
+    """Spread token predictions back over characters: a token's first character takes its tag,
+    the rest continue it (``I-X``). Characters that no token covers stay ``O``. An entity
+    boundary that falls inside a token cannot be expressed, and is scored as the error it is."""
+    tags = [OUTSIDE] * n_chars
+    for tag, (s, e) in zip(token_tags, offsets):
+        if tag is None or e <= s:
+            continue
+        tags[s] = tag
+        inside = f"I-{tag[2:]}" if tag != OUTSIDE else OUTSIDE
+        for i in range(s + 1, e):
+            tags[i] = inside
+    return tags
+
+
+def windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Overlapping ``[start, end)`` windows of at most ``size`` items covering ``range(n)``;
+    consecutive windows overlap by ``stride`` items (as in ``return_overflowing_tokens``)."""
+    if size <= stride:
+        raise ValueError(f"window size {size} must exceed the stride {stride}")
+    if n <= size:
+        return [(0, n)]
+    out, start = [], 0
+    while True:
+        end = min(start + size, n)
+        out.append((start, end))
+        if end == n:
+            return out
+        start = end - stride
+
+
+def owner_window(wins: Sequence[tuple[int, int]]) -> list[int]:
+    """For each item, the index of the window in which it lies farthest from an edge, so
+    merged predictions always come from the window with the most context around the item."""
+    n = wins[-1][1]
+    best = [-1] * n
+    depth = [-1] * n
+    for w, (s, e) in enumerate(wins):
+        for i in range(s, e):
+            d = min(i - s, e - 1 - i)
+            if d > depth[i]:
+                best[i], depth[i] = w, d
+    return best
+
+
+# --- eojeol (whitespace-delimited word) structure, used by the feature-based models -------
+
+_EOJEOL = re.compile(r"\S+")
+
+
+def eojeol_positions(text: str) -> list[str]:
+    """Per character: ``B``/``I``/``E``/``S`` within its eojeol, or ``_`` for whitespace."""
+    pos = ["_"] * len(text)
+    for m in _EOJEOL.finditer(text):
+        s, e = m.span()
+        if e - s == 1:
+            pos[s] = "S"
+        else:
+            pos[s], pos[e - 1] = "B", "E"
+            for i in range(s + 1, e - 1):
+                pos[i] = "I"
+    return pos

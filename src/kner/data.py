@@ -1,0 +1,117 @@
+"""Reading KLUE NER: the release's TSV files or the Hugging Face copy, as :class:`Example` s."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .align import bio_to_spans
+from .types import Example
+
+ENV_VAR = "KNER_DATA"
+SPLITS = ("train", "dev")
+HOW_TO_POINT = (
+    "Point kner at KLUE NER with --data DIR (a folder holding the release's *train*.tsv and "
+    f"*dev*.tsv, e.g. ../shared/data/klue-ner-v1.1), or set {ENV_VAR}=DIR, or install 'datasets' "
+    "with network access so that load_dataset('klue', 'ner') can fetch the hub copy."
+)
+
+
+class DataError(ValueError):
+    """Data that cannot be read; the message names the file, the line and the fix."""
+
+
+def read_klue_tsv(path: str | os.PathLike) -> list[Example]:
+    """Parse one KLUE release file. The ``CHAR\\tTAG`` lines are the truth; ``##`` lines
+    (header and per-sentence markup, sometimes malformed) are used only for the sentence id."""
+    path = Path(path)
+    examples: list[Example] = []
+    chars: list[str] = []
+    tags: list[str] = []
+    sent_id = ""
+
+    def flush() -> None:
+        nonlocal chars, tags, sent_id
+        if chars:
+            examples.append(Example("".join(chars), tuple(bio_to_spans(tags)), sent_id))
+        chars, tags, sent_id = [], [], ""
+
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if line.startswith("##"):
+                head = line[2:].strip().split("\t", 1)[0]
+                if head.startswith("klue-ner"):
+                    flush()
+                    sent_id = head
+                continue
+            if not line:
+                flush()
+                continue
+            char, sep, tag = line.rpartition("\t")
+            if not sep or len(char) != 1 or not _valid_tag(tag):
+                raise DataError(
+                    f"{path}:{lineno}: expected one character, a tab and a BIO tag such as 'B-PS', got {line!r}"
+                )
+            chars.append(char)
+            tags.append(tag)
+    flush()
+    return examples
+
+
+def _valid_tag(tag: str) -> bool:
+    return tag == "O" or (len(tag) > 2 and tag[0] in "BI" and tag[1] == "-")
+
+
+def find_split_file(directory: Path, split: str) -> Path:
+    matches = sorted(p for p in directory.glob(f"*{split}*.tsv") if "provenance" not in p.name)
+    if len(matches) != 1:
+        found = ", ".join(p.name for p in directory.glob("*.tsv")) or "no .tsv files"
+        raise DataError(f"{directory}: expected exactly one *{split}*.tsv file, found {found}. {HOW_TO_POINT}")
+    return matches[0]
+
+
+def from_hf_dataset(dataset: Iterable[dict], label_names: list[str]) -> list[Example]:
+    """Examples from a Hugging Face KLUE NER split: ``tokens`` are characters (syllables and
+    spaces) and ``ner_tags`` are ClassLabel ids whose names are ``label_names``."""
+    out = []
+    for row in dataset:
+        tags = [label_names[i] for i in row["ner_tags"]]
+        out.append(Example("".join(row["tokens"]), tuple(bio_to_spans(tags)), str(row.get("guid", ""))))
+    return out
+
+
+def load_hub(split: str) -> list[Example]:
+    from datasets import load_dataset  # heavy and optional: imported only for the hub path
+
+    hf_split = {"dev": "validation"}.get(split, split)
+    ds = load_dataset("klue", "ner", split=hf_split)
+    return from_hf_dataset(ds, ds.features["ner_tags"].feature.names)
+
+
+def resolve_data_dir(data: str | os.PathLike | None) -> Path | None:
+    """``--data`` if given, else ``$KNER_DATA``, else ``None`` (meaning: the hub)."""
+    chosen = data or os.environ.get(ENV_VAR)
+    if not chosen:
+        return None
+    directory = Path(chosen).expanduser()
+    if not directory.is_dir():
+        origin = "--data" if data else f"${ENV_VAR}"
+        raise DataError(f"{origin} points at {directory}, which is not a directory. {HOW_TO_POINT}")
+    return directory
+
+
+def load_split(split: str, data: str | os.PathLike | None = None, limit: int | None = None) -> list[Example]:
+    """The ``train`` or ``dev`` split from ``data`` (see :func:`resolve_data_dir`), first
+    ``limit`` sentences if given."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    directory = resolve_data_dir(data)
+    if directory is not None:
+        examples = read_klue_tsv(find_split_file(directory, split))
+    else:
+        try:
+            examples = load_hub(split)
+        except Exception as exc:  # no network, no datasets package, hub down: say how to fix
+            raise DataError(f"no --data or ${ENV_VAR} given, and the hub copy failed ({exc}). {HOW_TO_POINT}") from exc
+    return examples[:limit] if limit else examples

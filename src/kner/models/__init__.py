@@ -1,0 +1,38 @@
+"""The registry of model families: name -> :class:`~kner.models.base.Tagger` subclass.
+
+Families are imported on first use, so the CRF works without torch installed.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .base import EpochRecord, ModelDirError, Tagger, read_meta
+
+_FAMILIES = {
+    "crf": "kner.models.crf:CRFTagger",
+}
+
+
+def names() -> list[str]:
+    return list(_FAMILIES)
+
+
+def get(name: str) -> type[Tagger]:
+    """The tagger class registered as ``name``."""
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown model family {name!r}; choose one of {', '.join(_FAMILIES)}")
+    module, _, cls = _FAMILIES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load(directory: str | Path) -> Tagger:
+    """A ready tagger from a directory written by :meth:`Tagger.save`."""
+    meta = read_meta(directory)
+    family = meta["family"]
+    if family not in _FAMILIES:
+        raise ModelDirError(f"{directory} holds a {family!r} model, which this kner does not know ({', '.join(_FAMILIES)})")
+    return get(family).from_meta(Path(directory), meta)
+
+
+__all__ = ["EpochRecord", "ModelDirError", "Tagger", "get", "load", "names", "read_meta"]

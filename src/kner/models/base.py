@@ -1,0 +1,131 @@
+"""The interface every model family implements, and the self-describing model directory."""
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..types import LABELS, Example, Span, validate_spans
+
+META_FILE = "kner.json"
+
+
+class ModelDirError(ValueError):
+    """A model directory that is missing, damaged, or of another kind."""
+
+
+@dataclass
+class EpochRecord:
+    """One line of an epoch-trained model's training log."""
+
+    epoch: int
+    seconds: float
+    train_loss: float
+    dev_f1: float | None = None
+
+
+class Tagger(ABC):
+    """A named-entity tagger: ``fit`` on examples, ``predict`` spans for texts, ``save``/``load``.
+
+    Subclasses set ``family`` and ``Config`` (a dataclass holding every hyperparameter) and
+    implement ``fit``, ``_predict``, ``_save`` and ``_load``. :meth:`predict` is pure: it never
+    mutates its input and answers every text, empty or not, with spans that index it exactly.
+    """
+
+    family: ClassVar[str]
+    Config: ClassVar[type]
+    labels: tuple[str, ...] = LABELS
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        base = config if config is not None else self.Config()
+        self.config = type(base)(**{**asdict(base), **overrides})
+        self.history: list[EpochRecord] = []
+        self.train_seconds: float | None = None
+
+    # --- to implement ---------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "Tagger":
+        """Learn from ``train``; epoch-trained families score ``dev`` each epoch (``history``)."""
+
+    @abstractmethod
+    def _predict(self, texts: list[str]) -> list[list[Span]]:
+        """Spans for each non-blank text."""
+
+    @abstractmethod
+    def _save(self, directory: Path) -> None:
+        """Write the weights (and tokenizer, vocabulary…) into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, directory: Path, config: Any) -> "Tagger":
+        """Rebuild a ready tagger from what :meth:`_save` wrote."""
+
+    # --- shared behaviour -----------------------------------------------------------------
+    def predict(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Entity spans for each text, sorted by start."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; wrap a single text as [text]")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        out: list[list[Span]] = [[] for _ in texts]
+        for i, spans in zip(todo, self._predict([texts[i] for i in todo]) if todo else []):
+            spans = sorted(spans)
+            validate_spans(texts[i], spans)
+            out[i] = spans
+        return out
+
+    def save(self, directory: str | Path, metrics: dict | None = None) -> Path:
+        """Write a directory that :func:`kner.load` can restore without anything else."""
+        from .. import __version__
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save(directory)
+        meta = {
+            "family": self.family,
+            "config": asdict(self.config),
+            "labels": list(self.labels),
+            "metrics": metrics or {},
+            "history": [asdict(r) for r in self.history],
+            "train_seconds": self.train_seconds,
+            "kner_version": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def from_meta(cls, directory: Path, meta: dict) -> "Tagger":
+        known = {f.name for f in fields(cls.Config)}
+        config = cls.Config(**{k: v for k, v in meta.get("config", {}).items() if k in known})
+        try:
+            tagger = cls._load(directory, config)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelDirError(f"{directory}: the {cls.family} model files are missing or damaged ({exc})") from exc
+        tagger.labels = tuple(meta.get("labels", LABELS))
+        tagger.history = [EpochRecord(**r) for r in meta.get("history", [])]
+        tagger.train_seconds = meta.get("train_seconds")
+        return tagger
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / META_FILE
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory} is not a directory; pass a folder written by 'kner train' or Tagger.save")
+    if not path.is_file():
+        raise ModelDirError(f"{directory} has no {META_FILE}, so it is not a kner model directory (train one with 'kner train')")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path} is damaged: {exc}") from exc
+    if not isinstance(meta, dict) or "family" not in meta:
+        raise ModelDirError(f"{path} names no model family; the directory is damaged")
+    return meta

@@ -1,0 +1,54 @@
+"""One contract every model family passes (flair-style): overfit, exact spans, save, load."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import kner
+from conftest import ODD_TEXTS
+from kner import models
+
+
+def tiny_model(family: str, tmp_path, request):
+    """Each family's tiny, fast configuration lives in tests/builders/<family>.py."""
+    builder = importlib.import_module(f"builders.{family.replace('-', '_')}")
+    return builder.make(tmp_path, request)
+
+
+@pytest.mark.parametrize("family", models.names())
+def test_family_overfits_exact_spans_and_survives_save_load(family, tmp_path, request, overfit_examples):
+    tagger = tiny_model(family, tmp_path, request)
+    texts = [ex.text for ex in overfit_examples]
+    snapshot = list(texts)
+
+    tagger.fit(overfit_examples, dev=overfit_examples)
+    predicted = tagger.predict(texts)
+
+    assert texts == snapshot, "predict must not mutate its input"
+    assert predicted == [sorted(ex.spans) for ex in overfit_examples]
+
+    tagger.save(tmp_path / "model", metrics={"f1": 1.0})
+    loaded = kner.load(tmp_path / "model")
+    assert type(loaded) is type(tagger)
+    assert loaded.config == tagger.config
+    assert loaded.predict(texts) == predicted
+    assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
+
+
+@pytest.mark.parametrize("family", models.names())
+def test_family_answers_odd_text_with_spans_that_index_it(family, tmp_path, request, overfit_examples):
+    tagger = tiny_model(family, tmp_path, request).fit(overfit_examples)
+    results = tagger.predict(ODD_TEXTS)
+    assert len(results) == len(ODD_TEXTS)
+    assert results[0] == [] and results[1] == []
+    for text, spans in zip(ODD_TEXTS, results):
+        for span in spans:
+            assert 0 <= span.start < span.end <= len(text)
+            assert span.label in kner.LABELS
+
+
+@pytest.mark.parametrize("family", models.names())
+def test_family_refuses_a_bare_string(family, tmp_path, request):
+    with pytest.raises(TypeError, match="list of texts"):
+        tiny_model(family, tmp_path, request).predict("이순신")

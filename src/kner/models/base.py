@@ -39,6 +39,9 @@ class Tagger(ABC):
     family: ClassVar[str]
     Config: ClassVar[type]
     labels: tuple[str, ...] = LABELS
+    benchmark_limits: ClassVar[dict[str, int]] = {}
+    """Default train/dev sentence caps for ``kner benchmark`` (e.g. ``{"train": 2000, "dev": 500}``
+    for families too slow for the full data on a CPU); the report states them."""
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()

@@ -21,6 +21,7 @@ class CRFConfig:
     c2: float = 0.05
     """L2 penalty."""
     max_iterations: int = 150
+    """L-BFGS iterations."""
     window: int = 2
     """Syllable unigrams from i-window to i+window."""
     ngrams: bool = True

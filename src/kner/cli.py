@@ -1,0 +1,208 @@
+"""The ``kner`` command: parses arguments and calls the library; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from . import data as kdata
+from . import models
+from .align import to_markup
+from .scoring import Scores, score
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal written under each dataclass field, used as its ``--help`` text."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body, docs = tree.body[0].body, {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One ``--flag`` per field of a family's config dataclass (the single home of hyperparameters)."""
+    docs = field_docs(config_cls)
+    group = parser.add_argument_group(f"{config_cls.__name__} hyperparameters")
+    for f in dataclasses.fields(config_cls):
+        type_name = str(f.type).replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".strip()
+        if type_name == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=_TYPES.get(type_name, str), default=None, help=help_text)
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help=f"KLUE NER release folder (else ${kdata.ENV_VAR}, else the Hugging Face hub)")
+
+
+def build_parser(with_families: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kner", description="Korean NER on KLUE: train, evaluate, compare, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model family and save a self-describing run directory")
+    fam = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    for name in models.names():
+        p = fam.add_parser(name, help=f"train a {name} model")
+        _data_flags(p)
+        p.add_argument("--out", required=True, help="run directory to write")
+        p.add_argument("--train-limit", type=int, help="use only the first N training sentences")
+        p.add_argument("--dev-limit", type=int, help="use only the first N dev sentences")
+        if with_families:
+            add_config_flags(p, models.get(name).Config)
+
+    ev = sub.add_parser("evaluate", help="score a run directory on the dev split")
+    ev.add_argument("run_dir")
+    _data_flags(ev)
+    ev.add_argument("--limit", type=int, help="use only the first N dev sentences")
+    ev.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+    pr = sub.add_parser("predict", help="tag texts with a trained model")
+    pr.add_argument("run_dir")
+    pr.add_argument("texts", nargs="*", help="texts to tag")
+    pr.add_argument("--input", help="a UTF-8 file with one text per line")
+    pr.add_argument("--output", help="write JSON lines here instead of printing")
+    pr.add_argument("--format", choices=["markup", "json"], default="markup",
+                    help="markup: <이순신:PS> inline (\\< \\> escape literal brackets); json: spans")
+    pr.add_argument("--batch-size", type=int, default=256)
+
+    bench = sub.add_parser("benchmark", help="train (or reuse), evaluate and time model families; write a report")
+    bench.add_argument("--models", required=True, help=f"comma-separated families: {','.join(models.names())}")
+    _data_flags(bench)
+    bench.add_argument("--out", required=True, help="folder for models, report.md, report.json and plots")
+    bench.add_argument("--train-limit", type=int, help="cap training sentences for every model")
+    bench.add_argument("--dev-limit", type=int, help="cap dev sentences for every model")
+    bench.add_argument("--set", action="append", default=[], metavar="FAMILY.FIELD=VALUE",
+                       help="override a hyperparameter, e.g. --set crf.c1=0.1 (repeatable)")
+    bench.add_argument("--retrain", action="store_true", help="train again even if OUT/models/FAMILY exists")
+    bench.add_argument("--repeats", type=int, default=3, help="timed passes over dev; the median is reported")
+    return parser
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cls = models.get(args.family)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "checkpoint_dir" in names and "checkpoint_dir" not in overrides:
+        overrides["checkpoint_dir"] = str(Path(args.out) / "checkpoints")
+    train = kdata.load_split("train", args.data, args.train_limit)
+    dev = kdata.load_split("dev", args.data, args.dev_limit)
+    tagger = cls(**overrides).fit(train, dev)
+    if not _is_main_process():
+        return
+    scores = score(dev, tagger.predict([ex.text for ex in dev]))
+    tagger.save(args.out, metrics={**_metrics(scores), "n_train": len(train), "n_dev": len(dev)})
+    print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f} ({len(dev)} sentences)")
+
+
+def _metrics(s: Scores) -> dict:
+    d = s.to_dict()
+    return {k: d[k] for k in ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type")}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    tagger = models.load(args.run_dir)
+    dev = kdata.load_split("dev", args.data, args.limit)
+    scores = score(dev, tagger.predict([ex.text for ex in dev]))
+    if args.json:
+        print(json.dumps(_metrics(scores), ensure_ascii=False, indent=2))
+        return
+    print(f"{tagger.family} on {len(dev)} dev sentences ({scores.n_gold} gold entities)")
+    print(f"{'':8}{'P':>8}{'R':>8}{'F1':>8}{'support':>9}")
+    print(f"{'micro':8}{scores.precision:8.4f}{scores.recall:8.4f}{scores.f1:8.4f}{scores.n_gold:9d}")
+    for label, t in scores.per_type.items():
+        print(f"{label:8}{t.precision:8.4f}{t.recall:8.4f}{t.f1:8.4f}{t.support:9d}")
+    print(f"KLUE entity macro F1 {scores.klue_entity_macro_f1:.4f}   KLUE char macro F1 {scores.klue_char_macro_f1:.4f}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    texts = list(args.texts)
+    if args.input:
+        texts += Path(args.input).read_text(encoding="utf-8").splitlines()
+    if not texts:
+        raise SystemExit("kner predict: give texts as arguments or --input FILE (one text per line)")
+    tagger = models.load(args.run_dir)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    as_json = args.format == "json" or args.output
+    try:
+        for i in range(0, len(texts), args.batch_size):
+            batch = texts[i : i + args.batch_size]
+            for text, spans in zip(batch, tagger.predict(batch)):
+                if as_json:
+                    row = {"text": text, "entities": [s.to_dict(text) for s in spans]}
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                else:
+                    out.write(to_markup(text, spans) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _parse_sets(items: list[str]) -> dict[str, dict[str, object]]:
+    overrides: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        family, dot, field = key.partition(".")
+        if not (eq and dot):
+            raise SystemExit(f"kner benchmark: --set {item!r} must look like FAMILY.FIELD=VALUE, e.g. crf.c1=0.1")
+        config = models.get(family).Config
+        types = {f.name: str(f.type) for f in dataclasses.fields(config)}
+        if field not in types:
+            raise SystemExit(f"kner benchmark: {family} has no hyperparameter {field!r}; see 'kner train {family} -h'")
+        overrides.setdefault(family, {})[field] = _coerce(value, types[field])
+    return overrides
+
+
+def _coerce(value: str, type_name: str) -> object:
+    if value.lower() == "none" and "None" in type_name:
+        return None
+    if type_name.startswith("bool"):
+        return value.lower() in ("1", "true", "yes", "on")
+    for name, typ in _TYPES.items():
+        if type_name.startswith(name):
+            return typ(value)
+    return value
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import run_benchmark
+
+    families = [m.strip() for m in args.models.split(",") if m.strip()]
+    for family in families:
+        models.get(family)  # unknown names fail before any training starts
+    run_benchmark(families, args.data, args.out, train_limit=args.train_limit, dev_limit=args.dev_limit,
+                  overrides=_parse_sets(args.set), reuse=not args.retrain, repeats=args.repeats)
+    print(f"wrote {Path(args.out) / 'report.md'}")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "benchmark": cmd_benchmark}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    # Family modules (torch, transformers) are imported only when their flags are needed.
+    parser = build_parser(with_families=bool(argv) and argv[0] == "train")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (kdata.DataError, models.ModelDirError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise SystemExit(f"kner {args.command}: {message}") from exc

@@ -200,7 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     # Family modules (torch, transformers) are imported only when their flags are needed.
     parser = build_parser(with_families=bool(argv) and argv[0] == "train")
-    args = parser.parse_intermixed_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    # argparse stops filling ``texts`` at the first option; texts after options arrive here.
+    if args.command == "predict" and not any(r.startswith("--") for r in rest):
+        args.texts += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         COMMANDS[args.command](args)
     except (kdata.DataError, models.ModelDirError, KeyError, ValueError) as exc:

@@ -1,0 +1,104 @@
+"""Conversions between spans, BIO tags, markup and subword offsets."""
+import pytest
+
+from kner.align import (
+    MarkupError, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, owner_window,
+    parse_markup, spans_to_bio, to_markup, token_tags_from_chars, trim_offsets, windows,
+)
+from kner.types import Example, Span
+
+
+def test_spans_and_bio_round_trip():
+    text = "이순신 장군은 조선 시대의 명장이다."
+    spans = [Span(0, 3, "PS"), Span(8, 13, "DT")]
+    tags = spans_to_bio(text, spans)
+    assert tags[:4] == ["B-PS", "I-PS", "I-PS", "O"]
+    assert tags[8:14] == ["B-DT", "I-DT", "I-DT", "I-DT", "I-DT", "O"]
+    assert bio_to_spans(tags) == spans
+
+
+def test_inside_tag_without_begin_is_no_entity_under_strict_iob2():
+    assert bio_to_spans(["O", "I-PS", "I-PS", "O"]) == []
+    assert bio_to_spans(["B-PS", "I-LC", "O"]) == [Span(0, 1, "PS")]
+    assert bio_to_spans(["B-PS", "B-PS", "I-PS"]) == [Span(0, 1, "PS"), Span(1, 3, "PS")]
+    assert bio_to_spans(["I-QT", "B-QT"]) == [Span(1, 2, "QT")]
+
+
+def test_entity_at_end_of_text_is_closed():
+    assert bio_to_spans(["O", "B-QT", "I-QT"]) == [Span(1, 3, "QT")]
+
+
+def test_markup_matches_klue_style_and_round_trips():
+    text = "이순신 장군은 조선 시대의 명장이다."
+    spans = [Span(0, 3, "PS"), Span(8, 13, "DT")]
+    markup = to_markup(text, spans)
+    assert markup == "<이순신:PS> 장군은 <조선 시대:DT>의 명장이다."
+    assert parse_markup(markup) == (text, spans)
+
+
+@pytest.mark.parametrize("text,spans", [
+    ("a<b>c:d \\ <x:PS>", [Span(0, 1, "OG")]),
+    ("시간 10:30 <오후:TI>", [Span(3, 8, "TI")]),
+    ("<<<>>>", []),
+    ("a:b", [Span(0, 3, "PS")]),
+])
+def test_markup_escapes_brackets_so_any_text_round_trips(text, spans):
+    assert parse_markup(to_markup(text, spans)) == (text, spans)
+
+
+def test_markup_errors_say_where():
+    with pytest.raises(MarkupError, match="never closed"):
+        parse_markup("<이순신:PS 장군")
+    with pytest.raises(MarkupError, match="LABEL"):
+        parse_markup("<이순신:XX> 장군")
+    with pytest.raises(MarkupError, match="unexpected"):
+        parse_markup("장군>")
+
+
+def test_bio_inventory_starts_with_outside():
+    labels = bio_labels()
+    assert labels[0] == "O" and len(labels) == 13 and "I-TI" in labels
+
+
+def test_subword_offsets_with_leading_space_are_trimmed():
+    text = "이순신 장군"
+    # SentencePiece-style offsets where "▁장" reports the space before it
+    offsets = [(0, 0), (0, 1), (1, 3), (3, 5), (5, 6), (0, 0)]
+    assert trim_offsets(text, offsets) == [(0, 0), (0, 1), (1, 3), (4, 5), (5, 6), (0, 0)]
+
+
+def test_token_labels_come_from_first_character_and_return_to_characters():
+    text = "이순신 장군"
+    char_tags = spans_to_bio(text, [Span(0, 3, "PS")])
+    offsets = [(0, 0), (0, 1), (1, 3), (4, 5), (5, 6), (0, 0)]
+    token_tags = token_tags_from_chars(char_tags, offsets)
+    assert token_tags == [None, "B-PS", "I-PS", "O", "O", None]
+    assert chars_from_token_tags(len(text), token_tags, offsets) == char_tags
+
+
+def test_boundary_inside_a_subword_cannot_be_expressed():
+    # gold entity is "서울" but the token covers "서울시"
+    char_tags = spans_to_bio("서울시", [Span(0, 2, "LC")])
+    tags = token_tags_from_chars(char_tags, [(0, 3)])
+    assert bio_to_spans(chars_from_token_tags(3, tags, [(0, 3)])) == [Span(0, 3, "LC")]
+
+
+def test_windows_cover_everything_with_overlap():
+    wins = windows(10, 4, 2)
+    assert wins == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    owners = owner_window(wins)
+    assert len(owners) == 10 and all(wins[w][0] <= i < wins[w][1] for i, w in enumerate(owners))
+    assert windows(3, 4, 2) == [(0, 3)]
+    with pytest.raises(ValueError):
+        windows(10, 2, 2)
+
+
+def test_eojeol_positions():
+    assert eojeol_positions("가 나다 라마바") == ["S", "_", "B", "E", "_", "B", "I", "E"]
+
+
+def test_example_rejects_spans_outside_or_overlapping():
+    with pytest.raises(ValueError, match="does not fit"):
+        Example("abc", (Span(1, 5, "PS"),))
+    with pytest.raises(ValueError, match="overlaps"):
+        Example("abcdef", (Span(0, 3, "PS"), Span(2, 4, "LC")))

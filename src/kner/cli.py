@@ -183,13 +183,14 @@ def _coerce(value: str, type_name: str) -> object:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import run_benchmark
-
     families = [m.strip() for m in args.models.split(",") if m.strip()]
     for family in families:
-        models.get(family)  # unknown names fail before any training starts
+        models.get(family)  # unknown names and bad overrides fail before any training starts
+    overrides = _parse_sets(args.set)
+    from .benchmark import run_benchmark
+
     run_benchmark(families, args.data, args.out, train_limit=args.train_limit, dev_limit=args.dev_limit,
-                  overrides=_parse_sets(args.set), reuse=not args.retrain, repeats=args.repeats)
+                  overrides=overrides, reuse=not args.retrain, repeats=args.repeats)
     print(f"wrote {Path(args.out) / 'report.md'}")
 
 

@@ -1,0 +1,101 @@
+"""The kner command end to end on a small CRF, and its answers to bad input."""
+import json
+
+import pytest
+
+import kner
+from kner.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, klue_dir):
+    out = tmp_path_factory.mktemp("run") / "crf"
+    main(["train", "crf", "--data", str(klue_dir), "--out", str(out), "--train-limit", "300",
+          "--dev-limit", "50", "--max-iterations", "30", "--c1", "0.1"])
+    return out
+
+
+def test_train_writes_a_self_describing_directory(run_dir):
+    meta = json.loads((run_dir / "kner.json").read_text(encoding="utf-8"))
+    assert meta["family"] == "crf" and meta["kner_version"] == kner.__version__
+    assert meta["config"]["max_iterations"] == 30 and meta["config"]["c1"] == 0.1
+    assert meta["labels"] == list(kner.LABELS)
+    assert 0.0 <= meta["metrics"]["f1"] <= 1.0 and meta["metrics"]["n_dev"] == 50
+
+
+def test_evaluate_json_has_the_documented_fields(run_dir, klue_dir, capsys):
+    main(["evaluate", str(run_dir), "--data", str(klue_dir), "--limit", "50", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    for key in ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1"):
+        assert 0.0 <= result[key] <= 1.0
+    assert set(result["per_type"]) == set(kner.LABELS)
+    meta = json.loads((run_dir / "kner.json").read_text(encoding="utf-8"))
+    assert result["f1"] == pytest.approx(meta["metrics"]["f1"])
+
+
+def test_evaluate_table_is_readable(run_dir, klue_dir, capsys):
+    main(["evaluate", str(run_dir), "--data", str(klue_dir), "--limit", "20"])
+    out = capsys.readouterr().out
+    assert "micro" in out and "KLUE entity macro F1" in out and "PS" in out
+
+
+def test_predict_prints_markup_and_json(run_dir, capsys):
+    main(["predict", str(run_dir), "서울에 갔다", "--format", "json", "a<b>:c"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["서울에 갔다", "a<b>:c"]
+    for row in rows:
+        for e in row["entities"]:
+            assert row["text"][e["start"]:e["end"]] == e["text"]
+    main(["predict", str(run_dir), "a<b>:c"])
+    assert capsys.readouterr().out == "a\\<b\\>:c\n"
+
+
+def test_predict_batches_files_to_jsonl(run_dir, tmp_path):
+    texts = ["이순신 장군은 조선 시대의 명장이다.", "", "😀 漢字 ABC", "가" * 10_000]
+    src, dst = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    main(["predict", str(run_dir), "--input", str(src), "--output", str(dst), "--batch-size", "2"])
+    rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == texts
+    assert rows[1]["entities"] == []
+
+
+def test_crf_answers_long_and_strange_text_exactly(run_dir):
+    tagger = kner.load(run_dir)
+    texts = ["\x00\x1b[31m 이순신 \u200b장군 \ufeff", "서울 " * 2500, "<이순신:PS>"]
+    for text, spans in zip(texts, tagger.predict(texts)):
+        for s in spans:
+            assert 0 <= s.start < s.end <= len(text)
+
+
+def test_wrong_or_damaged_model_directory_is_a_clear_error(tmp_path, run_dir):
+    with pytest.raises(SystemExit, match="not a kner model directory"):
+        main(["predict", str(tmp_path), "텍스트"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "kner.json").write_text('{"family": "word2vec"}', encoding="utf-8")
+    with pytest.raises(SystemExit, match="does not know"):
+        main(["predict", str(other), "텍스트"])
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "kner.json").write_text((run_dir / "kner.json").read_text(encoding="utf-8"), encoding="utf-8")
+    (damaged / "model.crfsuite").write_bytes(b"not a model")
+    with pytest.raises(SystemExit, match="missing or damaged"):
+        main(["predict", str(damaged), "텍스트"])
+    (damaged / "kner.json").write_text("{broken", encoding="utf-8")
+    with pytest.raises(SystemExit, match="damaged"):
+        main(["predict", str(damaged), "텍스트"])
+
+
+def test_missing_data_directory_says_how_to_fix(tmp_path):
+    with pytest.raises(SystemExit, match="KNER_DATA"):
+        main(["train", "crf", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+
+
+def test_unknown_family_and_bad_override_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", "word2vec", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="FAMILY.FIELD=VALUE"):
+        main(["benchmark", "--models", "crf", "--out", str(tmp_path), "--set", "c1"])
+    with pytest.raises(SystemExit, match="no hyperparameter"):
+        main(["benchmark", "--models", "crf", "--out", str(tmp_path), "--set", "crf.nope=1"])

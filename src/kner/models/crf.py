@@ -73,37 +73,45 @@ class Featurizer:
         return tags
 
     def __call__(self, text: str) -> list[list[str]]:
+        # Built column by column (one list comprehension per feature template) and zipped into
+        # rows: about twice as fast as appending per character, and featurising dominates predict.
         cfg, n, w = self.config, len(text), self.config.window
         pad = "␂" * w + text.replace(" ", "_") + "␃" * w
-        classes = [char_class(c) for c in pad] if cfg.char_class else None
-        feats: list[list[str]] = []
+        cols: list[list[str]] = [["b"] * n, ["c=" + c for c in text]]
+        cols += [[f"c{d}=" + c for c in pad[w + d : w + d + n]] for d in range(-w, w + 1) if d]
+        if cfg.ngrams:
+            for name, lo, hi in (("b-1", -1, 1), ("b+1", 0, 2), ("t-1", -1, 2), ("t-2", -2, 1), ("t+2", 0, 3)):
+                cols.append([name + "=" + pad[j + lo : j + hi] for j in range(w, w + n)])
+        if cfg.char_class:
+            classes = "".join(char_class(c) for c in "␂" + text + "␃")
+            cols.append(["k=" + c for c in classes[1:-1]])
+            cols.append(["k3=" + classes[i : i + 3] for i in range(n)])
         if cfg.eojeol:
-            pos = eojeol_positions(text)
-            words = [""] * n
-            offs = [0] * n
-            start = 0
-            for tok in text.split(" "):
-                for k in range(len(tok)):
-                    words[start + k], offs[start + k] = tok, k
-                start += len(tok) + 1
-        ptags = self.pos_tags(text) if self._kiwi else None
-        for i in range(n):
-            j = i + w
-            f = ["b", "c=" + pad[j]]
-            f += [f"c{d}={pad[j + d]}" for d in range(-w, w + 1) if d]
-            if cfg.ngrams:
-                f += ["b-1=" + pad[j - 1 : j + 1], "b+1=" + pad[j : j + 2],
-                      "t-1=" + pad[j - 1 : j + 2], "t-2=" + pad[j - 2 : j + 1], "t+2=" + pad[j : j + 3]]
-            if cfg.char_class:
-                f += ["k=" + classes[j], "k3=" + "".join(classes[j - 1 : j + 2])]
-            if cfg.eojeol:
-                word, k = words[i], offs[i]
-                f += ["p=" + pos[i], "w0=" + word[:1], "w1=" + word[:2], "we1=" + word[-1:], "we2=" + word[-2:],
-                      "wl=" + str(min(len(word), 6)), "pre=" + word[:k], "suf=" + word[k:][:3]]
-            if ptags:
-                f += ["m=" + ptags[i], "m-1=" + (ptags[i - 1] if i else "^"), "m+1=" + (ptags[i + 1] if i + 1 < n else "$")]
-            feats.append(f)
-        return feats
+            cols += self._eojeol_columns(text)
+        if self._kiwi:
+            tags = self.pos_tags(text)
+            cols += [["m=" + t for t in tags], ["m-1=" + t for t in ["^"] + tags[:-1]], ["m+1=" + t for t in tags[1:] + ["$"]]]
+        return [list(row) for row in zip(*cols)]
+
+    @staticmethod
+    def _eojeol_columns(text: str) -> list[list[str]]:
+        """Per character: position in its eojeol, the eojeol's first/last syllables and length,
+        and the part of the eojeol before and after the character (stems, particles)."""
+        word_of, off = [], []
+        for tok in text.split(" "):
+            word_of += [tok] * len(tok) + [""]
+            off += list(range(len(tok))) + [0]
+        word_of, off = word_of[: len(text)], off[: len(text)]
+        return [
+            ["p=" + p for p in eojeol_positions(text)],
+            ["w0=" + wd[:1] for wd in word_of],
+            ["w1=" + wd[:2] for wd in word_of],
+            ["we1=" + wd[-1:] for wd in word_of],
+            ["we2=" + wd[-2:] for wd in word_of],
+            ["wl=" + str(min(len(wd), 6)) for wd in word_of],
+            ["pre=" + wd[:k] for wd, k in zip(word_of, off)],
+            ["suf=" + wd[k : k + 3] for wd, k in zip(word_of, off)],
+        ]
 
 
 class CRFTagger(Tagger):

@@ -1,0 +1,294 @@
+"""``kner benchmark``: train (or reuse), score and time model families on KLUE NER; write a report.
+
+Each family runs in its own child process (``multiprocessing`` spawn context), so its peak
+resident memory is its own and one model's imports and caches cannot slow or bloat the next.
+The child trains the family on the train split (or reuses ``OUT/models/<family>/`` when that
+folder holds a ``kner.json``), scores it on dev with :func:`kner.scoring.score`, and measures:
+
+- training wall time (and, for epoch-trained families, the per-epoch log in ``tagger.history``);
+  a reused model's time and history come from its ``kner.json``;
+- batched throughput: the whole dev slice through ``predict`` ``repeats`` times after a short
+  warm-up, median wall time, reported as sentences/s and characters/s;
+- single-sentence latency: ``predict([text])`` for ``latency_samples`` dev sentences spread
+  evenly over the slice, p50 and p95 in milliseconds;
+- size on disk: the apparent size of every file in the saved model folder;
+- peak RSS of the child (its high-water mark at the end: data loading, training and
+  evaluation together), and the peak CUDA memory when the family used torch on a GPU.
+
+Subsets: a limit given by the caller wins; otherwise a family's ``benchmark_limits`` class
+attribute (e.g. ``{"train": 2000, "dev": 500}``) caps it; the report states every model's
+train and dev sentence counts.
+
+Optional hook for family-specific evaluations: a tagger may define
+
+    def benchmark_extras(self, dev: list[Example]) -> dict: ...
+
+It is called once after the standard measurements with the same dev slice. Return a
+JSON-serialisable dict, either flat (``{"name": value}``, rendered as a two-column table) or one
+level nested (``{"row": {"column": value}}``, rendered with one row per key), e.g. the sllm family
+comparing constrained with unconstrained decoding. It lands under ``extras`` in report.json and
+as a small table in report.md. If the hook raises, the error text is recorded under
+``extras["error"]`` and the rest of the benchmark stands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import re
+import resource
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import data as kdata
+from . import models
+from .models.base import META_FILE, Tagger
+from .scoring import score
+
+METRIC_KEYS = ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type", "n_gold", "n_pred")
+WARMUP_SENTENCES = 8
+
+
+class BenchmarkError(RuntimeError):
+    """One or more families failed; the report was still written for the others."""
+
+
+def run_benchmark(families: list[str], data: str | None, out: str | Path, *, train_limit: int | None = None,
+                  dev_limit: int | None = None, overrides: dict[str, dict[str, object]] | None = None,
+                  reuse: bool = True, repeats: int = 3, latency_samples: int = 200) -> dict:
+    """Benchmark ``families`` and write ``OUT/report.md``, ``OUT/report.json`` and PNG plots.
+
+    Returns the report as a dict (the content of report.json). Raises :class:`BenchmarkError`
+    after writing the report if any family failed.
+    """
+    overrides = overrides or {}
+    _check_arguments(families, overrides, repeats, latency_samples)
+    kdata.load_split("dev", data, limit=1)  # a wrong --data fails here, before any child starts
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    settings = {"data": str(kdata.resolve_data_dir(data) or "Hugging Face hub: klue/ner"),
+                "train_limit": train_limit, "dev_limit": dev_limit, "repeats": repeats,
+                "latency_samples": latency_samples, "reuse": reuse}
+    results = []
+    for i, family in enumerate(families, 1):
+        print(f"[benchmark {i}/{len(families)}] {family}", file=sys.stderr, flush=True)
+        job = {**settings, "data": data, "family": family, "out": str(out), "overrides": overrides.get(family, {})}
+        results.append(_run_in_child(job))
+    from . import report  # matplotlib and torch (for the machine) load only now, after the children ran
+    from .machine import describe_machine
+
+    result = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": describe_machine(),
+              "settings": settings, "models": results}
+    report.write_report(result, out)
+    failed = [r["family"] for r in results if "error" in r]
+    if failed:
+        raise BenchmarkError(f"{', '.join(failed)} failed (see {out / 'report.md'} and the log above); "
+                             "the report covers the others")
+    return result
+
+
+def _check_arguments(families: list[str], overrides: dict, repeats: int, latency_samples: int) -> None:
+    if not families:
+        raise ValueError(f"name at least one model family to benchmark ({', '.join(models.names())})")
+    if repeats < 1 or latency_samples < 1:
+        raise ValueError(f"repeats and latency_samples must be at least 1, got {repeats} and {latency_samples}")
+    for family in families:
+        known = {f.name for f in dataclasses.fields(models.get(family).Config)}
+        unknown = set(overrides.get(family, {})) - known
+        if unknown:
+            raise ValueError(f"{family} has no hyperparameter {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(sorted(known))}")
+
+
+def _run_in_child(job: dict) -> dict:
+    """Run :func:`measure_family` in a fresh interpreter; its answer comes back through a file."""
+    answer = Path(job["out"]) / f".{job['family']}.result.json"
+    answer.unlink(missing_ok=True)
+    child = multiprocessing.get_context("spawn").Process(target=_child_main, args=(job, str(answer)),
+                                                         name=f"kner-benchmark-{job['family']}")
+    child.start()
+    child.join()
+    if child.exitcode != 0 or not answer.is_file():
+        return {"family": job["family"], "error": f"the benchmark process exited with code {child.exitcode}"}
+    result = json.loads(answer.read_text(encoding="utf-8"))
+    answer.unlink()
+    return result
+
+
+def _child_main(job: dict, answer: str) -> None:
+    try:
+        result = measure_family(job)
+    except Exception as exc:  # recorded in the report, and the traceback goes to the log
+        traceback.print_exc()
+        result = {"family": job["family"], "error": f"{type(exc).__name__}: {exc}"}
+    Path(answer).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB.
+
+    Linux: ``VmHWM`` from /proc/self/status, because ``ru_maxrss`` survives exec and so would
+    report the parent's size for a spawned child. Elsewhere ``ru_maxrss`` (macOS counts bytes).
+    """
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+        if match:
+            return int(match.group(1)) / 2**10
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def directory_bytes(directory: Path) -> int:
+    """Apparent size of every file under ``directory`` (what ``du --apparent-size`` counts)."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None, str]:
+    if given is not None:
+        return given, "caller"
+    if split in cls.benchmark_limits:
+        return cls.benchmark_limits[split], f"{cls.family} default (benchmark_limits)"
+    return None, "full split"
+
+
+def measure_family(job: dict) -> dict:
+    """Train or reuse, score and time one family (runs inside the child process)."""
+    import psutil
+
+    family, out = job["family"], Path(job["out"])
+    cls = models.get(family)
+    train_cap, train_source = _limit(job["train_limit"], cls, "train")
+    dev_cap, dev_source = _limit(job["dev_limit"], cls, "dev")
+    train_all, dev_all = kdata.load_split("train", job["data"]), kdata.load_split("dev", job["data"])
+    train, dev = train_all[:train_cap] if train_cap else train_all, dev_all[:dev_cap] if dev_cap else dev_all
+    if not train or not dev:
+        raise ValueError(f"{family}: need at least one train and one dev sentence, got {len(train)} and {len(dev)}")
+    baseline_rss = psutil.Process().memory_info().rss / 2**20
+
+    model_dir = out / "models" / family
+    reused = job["reuse"] and (model_dir / META_FILE).is_file()
+    if reused:
+        tagger, n_train = _reuse(model_dir, family, job["overrides"])
+    else:
+        tagger, n_train = _train(cls, job["overrides"], train, dev, out), len(train)
+    texts = [ex.text for ex in dev]
+
+    tagger.predict(texts[:WARMUP_SENTENCES])  # lazy initialisation and caches stay out of the timings
+    seconds, predicted = [], None
+    for _ in tqdm(range(job["repeats"]), desc=f"{family} dev throughput", unit="pass", leave=False):
+        start = time.perf_counter()
+        spans = tagger.predict(texts)
+        seconds.append(time.perf_counter() - start)
+        predicted = predicted or spans
+    scores = score(dev, predicted).to_dict()
+    metrics = {k: scores[k] for k in METRIC_KEYS}
+
+    if not reused:
+        _save(tagger, model_dir, {**metrics, "n_train": n_train, "n_dev": len(dev)})
+    latencies = _latencies(tagger, texts, job["latency_samples"], family)
+    extras = _extras(tagger, dev)
+    median = statistics.median(seconds)
+    n_chars = sum(len(t) for t in texts)
+    result = {
+        "family": family,
+        "config": dataclasses.asdict(tagger.config),
+        "n_train": n_train, "n_train_available": len(train_all), "train_limit_source": train_source,
+        "n_dev": len(dev), "n_dev_available": len(dev_all), "dev_limit_source": dev_source,
+        "dev_chars": n_chars,
+        **metrics,
+        "history": [dataclasses.asdict(r) for r in tagger.history],
+        "reused": reused,
+        "model_dir": str(model_dir),
+        "speed": {
+            "train_seconds": tagger.train_seconds,
+            "predict_seconds": seconds,
+            "predict_seconds_median": median,
+            "sentences_per_second": len(dev) / median,
+            "chars_per_second": n_chars / median,
+            "latency_samples": len(latencies),
+            "latency_p50_ms": float(np.percentile(latencies, 50)),
+            "latency_p95_ms": float(np.percentile(latencies, 95)),
+        },
+        "size_bytes": directory_bytes(model_dir),
+        "memory": {"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_rss, **_gpu_peak()},
+    }
+    if extras is not None:
+        result["extras"] = extras
+    return result
+
+
+def _reuse(model_dir: Path, family: str, overrides: dict) -> tuple[Tagger, int | None]:
+    meta = models.read_meta(model_dir)
+    if meta["family"] != family:
+        raise models.ModelDirError(f"{model_dir} holds a {meta['family']} model, not {family}; "
+                                   "remove it or benchmark with --retrain")
+    differing = {k: v for k, v in overrides.items() if meta.get("config", {}).get(k) != v}
+    if differing:
+        print(f"warning: reusing {model_dir}, whose config differs from the overrides {differing}; "
+              "pass --retrain to train with them", file=sys.stderr, flush=True)
+    return models.load(model_dir), meta.get("metrics", {}).get("n_train")
+
+
+def _train(cls: type[Tagger], overrides: dict, train: list, dev: list, out: Path) -> Tagger:
+    overrides = dict(overrides)
+    if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.Config)}:
+        # Kept beside, not inside, the model folder so they do not count towards its size.
+        overrides.setdefault("checkpoint_dir", str(out / "checkpoints" / cls.family))
+    print(f"training {cls.family} on {len(train)} sentences (dev {len(dev)})", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    tagger = cls(**overrides).fit(train, dev)
+    if tagger.train_seconds is None:
+        tagger.train_seconds = time.perf_counter() - start
+    return tagger
+
+
+def _save(tagger: Tagger, model_dir: Path, metrics: dict) -> None:
+    """Write to a side folder first, so a crash never leaves half a model where a good one was."""
+    partial = model_dir.with_name(f".{model_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tagger.save(partial, metrics=metrics)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    partial.rename(model_dir)
+
+
+def _latencies(tagger: Tagger, texts: list[str], samples: int, family: str) -> list[float]:
+    """Milliseconds of ``predict([text])`` for ``samples`` texts spread evenly over ``texts``."""
+    picks = np.linspace(0, len(texts) - 1, num=min(samples, len(texts))).round().astype(int)
+    out = []
+    for i in tqdm(picks, desc=f"{family} latency", unit="sent", leave=False):
+        start = time.perf_counter()
+        tagger.predict([texts[i]])
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _extras(tagger: Tagger, dev: list) -> dict | None:
+    hook = getattr(tagger, "benchmark_extras", None)
+    if not callable(hook):
+        return None
+    try:
+        extras = hook(dev)
+        json.dumps(extras)
+        return extras
+    except Exception as exc:  # a failing optional evaluation must not sink the standard figures
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _gpu_peak() -> dict:
+    torch = sys.modules.get("torch")  # only families that imported torch can have used a GPU
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+__all__ = ["BenchmarkError", "directory_bytes", "measure_family", "peak_rss_mb", "run_benchmark"]

@@ -1,0 +1,248 @@
+"""The benchmark report: ``report.json`` (everything), ``report.md`` (tables) and PNG plots.
+
+Everything here renders the dict that :func:`kner.benchmark.run_benchmark` builds; nothing is
+measured here. F1 figures are fractions in 0–1, as ``kner evaluate`` prints them.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .machine import machine_markdown
+from .types import LABELS
+
+PLOT_THROUGHPUT = "f1_vs_throughput.png"
+PLOT_PER_TYPE = "per_type_f1.png"
+PLOT_EPOCHS = "epoch_f1.png"
+
+HEADLINE = ("model", "train sents", "dev sents", "micro F1", "KLUE entity macro F1", "KLUE char macro F1",
+            "train time", "sent/s", "char/s", "p50/p95 ms", "size MB", "peak RSS MB")
+
+
+def write_report(result: dict, out: str | Path) -> dict[str, Path]:
+    """Write report.json, the plots and report.md (which embeds the plots) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "md": out / "report.md"}
+    paths["json"].write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    paths.update(write_plots(result, out))
+    paths["md"].write_text(render_markdown(result, {k: p.name for k, p in paths.items()}), encoding="utf-8")
+    return paths
+
+
+# --- formatting ---------------------------------------------------------------------------
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} m {sec:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} m"
+
+
+def fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def fmt_count(used: int | None, available: int | None) -> str:
+    """``"3,000 of 21,003"`` for a subset, ``"21,003 (all)"`` for the whole split."""
+    if used is None:
+        return "unknown"
+    if available is not None and used >= available:
+        return f"{used:,} (all)"
+    return f"{used:,} of {available:,}" if available is not None else f"{used:,}"
+
+
+def _table(header: list[str] | tuple[str, ...], rows: list[list[str]], align: str = "---:") -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + f"{align}|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _model_name(m: dict) -> str:
+    return m["family"] + (" (reused)" if m.get("reused") else "")
+
+
+# --- markdown -----------------------------------------------------------------------------
+def headline_row(m: dict) -> list[str]:
+    s = m["speed"]
+    return [_model_name(m), fmt_count(m["n_train"], m.get("n_train_available")),
+            fmt_count(m["n_dev"], m.get("n_dev_available")), f"{m['f1']:.4f}", f"{m['klue_entity_macro_f1']:.4f}",
+            f"{m['klue_char_macro_f1']:.4f}", fmt_seconds(s["train_seconds"]), fmt_rate(s["sentences_per_second"]),
+            fmt_rate(s["chars_per_second"]), f"{s['latency_p50_ms']:.1f} / {s['latency_p95_ms']:.1f}",
+            f"{m['size_bytes'] / 2**20:.1f}", f"{m['memory']['peak_rss_mb']:.0f}"]
+
+
+def subsets_markdown(models: list[dict]) -> str:
+    """One plain sentence per model saying which sentences it was trained and scored on."""
+    lines = []
+    for m in models:
+        train = (f"trained on {fmt_count(m['n_train'], m.get('n_train_available'))} training sentences"
+                 if m["n_train"] is not None else "trained on an unrecorded number of sentences")
+        if m.get("reused"):
+            train = f"reused from {m['model_dir']} ({train}; time and history from its kner.json)"
+        else:
+            train += f" (cap: {m['train_limit_source']})"
+        dev = f"scored on {fmt_count(m['n_dev'], m.get('n_dev_available'))} dev sentences (cap: {m['dev_limit_source']})"
+        lines.append(f"- **{m['family']}**: {train}; {dev}. Subsets are the first N sentences of the split.")
+    return "\n".join(lines)
+
+
+def per_type_markdown(models: list[dict]) -> str:
+    header = ["model", *LABELS]
+    rows = [[_model_name(m), *(f"{m['per_type'][t]['f1']:.4f}" for t in LABELS)] for m in models]
+    if len({m["n_dev"] for m in models}) == 1:  # supports are comparable only on the same dev slice
+        rows.append(["gold entities in dev", *(f"{models[0]['per_type'][t]['support']:,}" for t in LABELS)])
+    return _table(header, rows)
+
+
+def epoch_log_markdown(family: str, history: list[dict]) -> str:
+    """A training log: one row per epoch, the best dev F1 in bold, then best / mean lines."""
+    scored = [h for h in history if h.get("dev_f1") is not None]
+    best = max(scored, key=lambda h: h["dev_f1"]) if scored else None
+    rows = []
+    for h in history:
+        f1 = "–" if h.get("dev_f1") is None else f"{h['dev_f1']:.4f}"
+        if h is best:
+            f1 = f"**{f1}** (best)"
+        rows.append([str(h["epoch"]), f"{h['seconds']:.1f}", f"{h['train_loss']:.4f}", f1])
+    text = [f"### {family}", "", _table(["epoch", "seconds", "train loss", "dev F1"], rows), ""]
+    seconds = [h["seconds"] for h in history]
+    summary = f"{len(history)} epochs, {fmt_seconds(sum(seconds))} in all, mean {statistics.mean(seconds):.1f} s per epoch."
+    if best is not None:
+        summary += (f" Best dev F1 {best['dev_f1']:.4f} at epoch {best['epoch']} (the saved model is that epoch's);"
+                    f" mean dev F1 over epochs {statistics.mean(h['dev_f1'] for h in scored):.4f}.")
+    text.append(summary)
+    return "\n".join(text)
+
+
+def extras_markdown(family: str, extras: dict) -> str:
+    """A flat dict as a two-column table; a dict of dicts with one row per key."""
+    def cell(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
+
+    if extras and all(isinstance(v, dict) for v in extras.values()):
+        columns = list(dict.fromkeys(k for v in extras.values() for k in v))
+        rows = [[name, *(cell(v.get(c, "–")) for c in columns)] for name, v in extras.items()]
+        table = _table(["", *columns], rows)
+    else:
+        table = _table(["", "value"], [[k, cell(v)] for k, v in extras.items()])
+    return f"### {family}\n\n{table}"
+
+
+def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
+    files = files or {}
+    ok = [m for m in result["models"] if "error" not in m]
+    failed = [m for m in result["models"] if "error" in m]
+    s = result["settings"]
+    parts = ["# kner benchmark", "",
+             f"KLUE NER v1.1 dev, data from `{s['data']}`, generated {result['generated_at']}. "
+             "F1 are fractions (0–1): micro F1 is strict entity-level over the original characters; "
+             "the KLUE figures are computed as the KLUE baseline does.", ""]
+    if ok:
+        parts += [_table(HEADLINE, [headline_row(m) for m in ok]), "", subsets_markdown(ok), ""]
+    if failed:
+        parts += ["## Failed", "", *(f"- **{m['family']}**: {m['error']}" for m in failed), ""]
+    if "throughput" in files:
+        parts += [f"![F1 against inference throughput]({files['throughput']})", ""]
+    if ok:
+        parts += ["## F1 per entity type", "", per_type_markdown(ok), ""]
+        if "per_type" in files:
+            parts += [f"![F1 per entity type]({files['per_type']})", ""]
+    trained = [m for m in ok if m.get("history")]
+    if trained:
+        parts += ["## Training logs (per epoch)", ""]
+        parts += [epoch_log_markdown(m["family"], m["history"]) + "\n" for m in trained]
+        if "epochs" in files:
+            parts += [f"![dev F1 per epoch]({files['epochs']})", ""]
+    with_extras = [m for m in ok if m.get("extras")]
+    if with_extras:
+        parts += ["## Family-specific evaluations", ""]
+        parts += [extras_markdown(m["family"], m["extras"]) + "\n" for m in with_extras]
+    parts += ["## How the figures were measured", "",
+              f"- Each model ran in its own process; peak RSS is that process's high-water mark "
+              f"(data loading, training and evaluation together).",
+              f"- sent/s and char/s: the whole dev slice through `predict` in one call, median of "
+              f"{s['repeats']} timed passes after a warm-up on a few sentences.",
+              f"- p50/p95 ms: `predict([text])` on up to {s['latency_samples']} dev sentences spread evenly over the slice.",
+              "- size MB: all files in the saved model folder (MiB); train time: wall time of `fit`.", "",
+              "## Machine", "", machine_markdown(result["machine"]), ""]
+    return "\n".join(parts)
+
+
+# --- plots --------------------------------------------------------------------------------
+def write_plots(result: dict, out: Path) -> dict[str, Path]:
+    """The plots that apply: F1 against throughput, per-type F1, and F1 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    ok = [m for m in result["models"] if "error" not in m]
+    written: dict[str, Path] = {}
+    if not ok:
+        return written
+    for key, name, draw in (("throughput", PLOT_THROUGHPUT, _plot_throughput), ("per_type", PLOT_PER_TYPE, _plot_per_type),
+                            ("epochs", PLOT_EPOCHS, _plot_epochs)):
+        fig = draw(plt, ok)
+        if fig is not None:
+            fig.savefig(out / name, dpi=120, bbox_inches="tight")
+            plt.close(fig)
+            written[key] = out / name
+    return written
+
+
+def _plot_throughput(plt, models: list[dict]):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in models:
+        x, y = m["speed"]["sentences_per_second"], m["f1"]
+        ax.scatter(x, y, s=60, zorder=3)
+        ax.annotate(m["family"], (x, y), textcoords="offset points", xytext=(6, 6))
+    ax.set_xscale("log")
+    ax.set_xlabel("inference throughput, batched (dev sentences/s, log scale)")
+    ax.set_ylabel("dev micro F1")
+    ax.set_title("F1 against inference speed")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _plot_per_type(plt, models: list[dict]):
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(models)
+    x = np.arange(len(LABELS))
+    for i, m in enumerate(models):
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, [m["per_type"][t]["f1"] for t in LABELS], width,
+               label=m["family"], zorder=3)
+    ax.set_xticks(x, LABELS)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("dev F1")
+    ax.set_title("F1 per entity type")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _plot_epochs(plt, models: list[dict]):
+    trained = [m for m in models if any(h.get("dev_f1") is not None for h in m.get("history", []))]
+    if not trained:
+        return None
+    fig, (f1_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for m in trained:
+        scored = [h for h in m["history"] if h.get("dev_f1") is not None]
+        line, = f1_ax.plot([h["epoch"] for h in scored], [h["dev_f1"] for h in scored], marker="o", label=m["family"])
+        best = max(scored, key=lambda h: h["dev_f1"])
+        f1_ax.scatter(best["epoch"], best["dev_f1"], marker="*", s=200, color=line.get_color(), zorder=3)
+        loss_ax.plot([h["epoch"] for h in m["history"]], [h["train_loss"] for h in m["history"]], marker="o",
+                     label=m["family"])
+    f1_ax.set(xlabel="epoch", ylabel="dev micro F1", title="dev F1 per epoch (star: best)")
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss per epoch")
+    for ax in (f1_ax, loss_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig

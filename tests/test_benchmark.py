@@ -1,0 +1,113 @@
+"""`kner benchmark` end to end on a tiny CRF: figures consistent with the model it saved."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import kner
+from kner.benchmark import BenchmarkError, _limit, directory_bytes, run_benchmark
+from kner.data import load_split
+from kner.models.crf import CRFTagger
+from kner.scoring import score
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = dict(train_limit=200, dev_limit=50, overrides={"crf": {"max_iterations": 20}}, repeats=1, latency_samples=5)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, klue_dir):
+    out = tmp_path_factory.mktemp("bench")
+    result = run_benchmark(["crf"], str(klue_dir), out, **TINY)
+    return out, result
+
+
+def test_report_json_is_what_run_benchmark_returns(bench):
+    out, result = bench
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == result
+    assert result["settings"]["train_limit"] == 200 and result["machine"]["logical_cores"] >= 1
+
+
+def test_scores_equal_the_scorer_on_the_reloaded_models_predictions(bench, klue_dir):
+    out, result = bench
+    (m,) = result["models"]
+    dev = load_split("dev", klue_dir, limit=50)
+    expected = score(dev, kner.load(out / "models" / "crf").predict([ex.text for ex in dev])).to_dict()
+    for key in ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type"):
+        assert m[key] == expected[key], key
+    saved = json.loads((out / "models" / "crf" / "kner.json").read_text(encoding="utf-8"))
+    assert saved["metrics"]["f1"] == m["f1"] and saved["metrics"]["n_dev"] == 50
+
+
+def test_sizes_counts_and_speed_figures(bench):
+    out, result = bench
+    (m,) = result["models"]
+    assert (m["family"], m["n_train"], m["n_dev"], m["reused"]) == ("crf", 200, 50, False)
+    assert m["n_dev_available"] == 5000 and m["dev_limit_source"] == "caller"
+    assert m["config"]["max_iterations"] == 20  # the override reached the model
+    assert m["size_bytes"] == directory_bytes(out / "models" / "crf") > 0
+    assert m["dev_chars"] > 50
+    speed = m["speed"]
+    assert len(speed["predict_seconds"]) == 1 and speed["latency_samples"] == 5
+    assert speed["sentences_per_second"] == pytest.approx(50 / speed["predict_seconds_median"])
+    assert speed["chars_per_second"] == pytest.approx(m["dev_chars"] / speed["predict_seconds_median"])
+    assert 0 < speed["latency_p50_ms"] <= speed["latency_p95_ms"]
+    assert speed["train_seconds"] > 0
+    assert m["memory"]["peak_rss_mb"] >= m["memory"]["baseline_rss_mb"] > 0
+    assert m["history"] == [] and "extras" not in m
+
+
+def test_markdown_has_the_headline_row_and_plots_are_pngs(bench):
+    out, result = bench
+    (m,) = result["models"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| model | train sents | dev sents | micro F1 |" in md
+    assert f"| crf | 200 of 21,003 | 50 of 5,000 | {m['f1']:.4f} | {m['klue_entity_macro_f1']:.4f} |" in md
+    assert "## Machine" in md and "Training logs" not in md  # the CRF has no epochs
+    for name in ("f1_vs_throughput.png", "per_type_f1.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        assert f"]({name})" in md
+    assert not (out / "epoch_f1.png").exists()
+    assert not list(out.glob(".*"))  # no result files or partial models left behind
+
+
+def test_reuse_keeps_the_saved_model_and_its_training_time(bench, tmp_path, klue_dir):
+    out = tmp_path / "again"
+    shutil.copytree(bench[0], out)
+    meta_path = out / "models" / "crf" / "kner.json"
+    before, mtime = meta_path.read_bytes(), meta_path.stat().st_mtime_ns
+    (m,) = run_benchmark(["crf"], str(klue_dir), out, **TINY)["models"]
+    assert meta_path.read_bytes() == before and meta_path.stat().st_mtime_ns == mtime
+    assert m["reused"] and m["n_train"] == 200
+    assert m["speed"]["train_seconds"] == json.loads(before)["train_seconds"]
+    assert "crf (reused)" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_failing_family_is_reported_and_raised(tmp_path, klue_dir):
+    foreign = tmp_path / "models" / "crf"
+    foreign.mkdir(parents=True)
+    (foreign / "kner.json").write_text('{"family": "bert"}', encoding="utf-8")  # not a CRF: reuse must refuse
+    with pytest.raises(BenchmarkError, match="crf failed"):
+        run_benchmark(["crf"], str(klue_dir), tmp_path, **TINY)
+    result = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert "holds a bert model, not crf" in result["models"][0]["error"]
+    assert "## Failed" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert (foreign / "kner.json").read_text(encoding="utf-8") == '{"family": "bert"}'
+
+
+def test_bad_arguments_fail_before_any_training(tmp_path, klue_dir):
+    with pytest.raises(ValueError, match="no hyperparameter learning_rate"):
+        run_benchmark(["crf"], str(klue_dir), tmp_path, overrides={"crf": {"learning_rate": 0.1}})
+    with pytest.raises(KeyError, match="unknown model family"):
+        run_benchmark(["nope"], str(klue_dir), tmp_path)
+    with pytest.raises(ValueError, match="repeats"):
+        run_benchmark(["crf"], str(klue_dir), tmp_path, repeats=0)
+    assert not (tmp_path / "models").exists()
+
+
+def test_family_benchmark_limits_apply_only_when_the_caller_gives_none(monkeypatch):
+    monkeypatch.setattr(CRFTagger, "benchmark_limits", {"train": 2000})
+    assert _limit(None, CRFTagger, "train") == (2000, "crf default (benchmark_limits)")
+    assert _limit(300, CRFTagger, "train") == (300, "caller")
+    assert _limit(None, CRFTagger, "dev") == (None, "full split")

@@ -1,0 +1,107 @@
+"""The benchmark report rendered from hand-made results: tables, training logs, extras, plots."""
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+
+from kner.machine import describe_machine, machine_markdown
+from kner.report import (epoch_log_markdown, extras_markdown, fmt_count, fmt_seconds, render_markdown,
+                         write_report)
+from kner.types import LABELS
+
+HISTORY = [
+    {"epoch": 1, "seconds": 10.0, "train_loss": 0.9, "dev_f1": 0.50},
+    {"epoch": 2, "seconds": 12.0, "train_loss": 0.5, "dev_f1": 0.70},
+    {"epoch": 3, "seconds": 14.0, "train_loss": 0.3, "dev_f1": 0.60},
+]
+
+
+def fake_model(family: str, f1: float, history=(), **more) -> dict:
+    return {
+        "family": family, "config": {}, "n_train": 2000, "n_train_available": 21003, "train_limit_source": "caller",
+        "n_dev": 500, "n_dev_available": 5000, "dev_limit_source": "caller", "dev_chars": 25000,
+        "f1": f1, "precision": f1, "recall": f1, "klue_entity_macro_f1": f1 - 0.01, "klue_char_macro_f1": f1 + 0.01,
+        "per_type": {t: {"precision": f1, "recall": f1, "f1": f1, "support": 10 + i} for i, t in enumerate(LABELS)},
+        "n_gold": 100, "n_pred": 100, "history": list(history), "reused": False, "model_dir": f"out/models/{family}",
+        "speed": {"train_seconds": 36.0, "predict_seconds": [2.0], "predict_seconds_median": 2.0,
+                  "sentences_per_second": 250.0, "chars_per_second": 12500.0, "latency_samples": 200,
+                  "latency_p50_ms": 4.25, "latency_p95_ms": 9.5},
+        "size_bytes": 5 * 2**20, "memory": {"peak_rss_mb": 812.4, "baseline_rss_mb": 150.0}, **more,
+    }
+
+
+def fake_result() -> dict:
+    return {
+        "generated_at": "2025-01-01T00:00:00+0000",
+        "machine": {"cpu": "Test CPU", "logical_cores": 2, "gpus": []},
+        "settings": {"data": "klue", "train_limit": None, "dev_limit": None, "repeats": 3, "latency_samples": 200,
+                     "reuse": True},
+        "models": [
+            fake_model("crf", 0.75),
+            fake_model("bilstm_crf", 0.70, HISTORY, extras={"pipeline_f1": 0.6912, "agree": True}),
+            fake_model("sllm", 0.55, extras={"constrained": {"f1": 0.55, "invalid": 0},
+                                             "unconstrained": {"f1": 0.41, "invalid": 17}}),
+            {"family": "bert", "error": "RuntimeError: out of memory"},
+        ],
+    }
+
+
+def test_epoch_log_marks_the_best_epoch_and_gives_best_and_mean():
+    md = epoch_log_markdown("bilstm_crf", HISTORY)
+    assert "| 2 | 12.0 | 0.5000 | **0.7000** (best) |" in md
+    assert "| 3 | 14.0 | 0.3000 | 0.6000 |" in md
+    assert "Best dev F1 0.7000 at epoch 2" in md
+    assert "mean dev F1 over epochs 0.6000" in md
+    assert "3 epochs, 36.0 s in all, mean 12.0 s per epoch" in md
+
+
+def test_epoch_log_without_dev_scores_still_renders():
+    md = epoch_log_markdown("x", [{"epoch": 1, "seconds": 3.0, "train_loss": 1.0, "dev_f1": None}])
+    assert "| 1 | 3.0 | 1.0000 | – |" in md and "Best" not in md
+
+
+def test_markdown_sections_in_order():
+    md = render_markdown(fake_result())
+    headline = md.index("| model | train sents | dev sents | micro F1 | KLUE entity macro F1 | KLUE char macro F1 | "
+                        "train time | sent/s | char/s | p50/p95 ms | size MB | peak RSS MB |")
+    order = [headline, md.index("## F1 per entity type"), md.index("## Training logs"),
+             md.index("## Family-specific evaluations"), md.index("## Machine")]
+    assert order == sorted(order)
+    assert "| crf | 2,000 of 21,003 | 500 of 5,000 | 0.7500 | 0.7400 | 0.7600 | 36.0 s | 250 | 12,500 | 4.2 / 9.5 | 5.0 | 812 |" in md
+    assert "| gold entities in dev | 10 | 11 |" in md
+    assert "### bilstm_crf" in md and "### crf\n" not in md  # only epoch-trained models get a log
+    assert "- **bert**: RuntimeError: out of memory" in md
+    assert "2,000 of 21,003 training sentences" in md and "| CPU | Test CPU |" in md
+
+
+def test_extras_tables_flat_and_nested():
+    flat = extras_markdown("bert", {"pipeline_f1": 0.69123, "agree": True})
+    assert "| pipeline_f1 | 0.6912 |" in flat and "| agree | True |" in flat
+    nested = extras_markdown("sllm", {"constrained": {"f1": 0.55, "invalid": 0}, "unconstrained": {"f1": 0.41}})
+    assert "|  | f1 | invalid |" in nested
+    assert "| unconstrained | 0.4100 | – |" in nested
+
+
+def test_write_report_writes_json_markdown_and_readable_pngs(tmp_path):
+    result = fake_result()
+    paths = write_report(result, tmp_path)
+    assert json.loads(paths["json"].read_text(encoding="utf-8")) == result
+    md = paths["md"].read_text(encoding="utf-8")
+    for key in ("throughput", "per_type", "epochs"):
+        image = matplotlib.image.imread(paths[key])
+        assert image.shape[0] > 100 and image.shape[1] > 100
+        assert f"]({paths[key].name})" in md
+
+
+def test_formatting_helpers():
+    assert fmt_count(21003, 21003) == "21,003 (all)" and fmt_count(3000, 21003) == "3,000 of 21,003"
+    assert fmt_count(None, 5) == "unknown"
+    assert (fmt_seconds(None), fmt_seconds(5.04), fmt_seconds(125), fmt_seconds(3725)) == ("–", "5.0 s", "2 m 05 s", "1 h 02 m")
+
+
+def test_machine_description_names_cpu_ram_and_python():
+    info = describe_machine()
+    assert info["logical_cores"] >= 1 and info["ram_gb"] > 0 and info["python"].count(".") == 2
+    md = machine_markdown(info)
+    assert f"| Python | {info['python']} |" in md and "| RAM (GB) |" in md

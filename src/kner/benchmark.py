@@ -115,6 +115,9 @@ def _run_in_child(job: dict) -> dict:
                                                          name=f"kner-benchmark-{job['family']}")
     child.start()
     child.join()
+    if child.exitcode is not None and child.exitcode < 0:
+        return {"family": job["family"], "error": f"the benchmark process was killed by signal {-child.exitcode}"
+                + (" (SIGKILL: often the out-of-memory killer)" if child.exitcode == -9 else "")}
     if child.exitcode != 0 or not answer.is_file():
         return {"family": job["family"], "error": f"the benchmark process exited with code {child.exitcode}"}
     result = json.loads(answer.read_text(encoding="utf-8"))

@@ -200,8 +200,9 @@ def _plot_throughput(plt, models: list[dict]):
     for m in models:
         x, y = m["speed"]["sentences_per_second"], m["f1"]
         ax.scatter(x, y, s=60, zorder=3)
-        ax.annotate(m["family"], (x, y), textcoords="offset points", xytext=(6, 6))
+        ax.annotate(f"{m['family']} ({y:.3f})", (x, y), textcoords="offset points", xytext=(6, 6))
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.15)  # room for the labels of the extreme points
     ax.set_xlabel("inference throughput, batched (dev sentences/s, log scale)")
     ax.set_ylabel("dev micro F1")
     ax.set_title("F1 against inference speed")
@@ -223,7 +224,7 @@ def _plot_per_type(plt, models: list[dict]):
     ax.set_ylabel("dev F1")
     ax.set_title("F1 per entity type")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside, so it never hides a bar
     return fig
 
 

@@ -187,10 +187,13 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     for family in families:
         models.get(family)  # unknown names and bad overrides fail before any training starts
     overrides = _parse_sets(args.set)
-    from .benchmark import run_benchmark
+    from .benchmark import BenchmarkError, run_benchmark
 
-    run_benchmark(families, args.data, args.out, train_limit=args.train_limit, dev_limit=args.dev_limit,
-                  overrides=overrides, reuse=not args.retrain, repeats=args.repeats)
+    try:
+        run_benchmark(families, args.data, args.out, train_limit=args.train_limit, dev_limit=args.dev_limit,
+                      overrides=overrides, reuse=not args.retrain, repeats=args.repeats)
+    except BenchmarkError as exc:
+        raise SystemExit(f"kner benchmark: {exc} (see {Path(args.out) / 'report.md'})") from exc
     print(f"wrote {Path(args.out) / 'report.md'}")
 
 

@@ -29,7 +29,9 @@ class CRFConfig:
     char_class: bool = True
     """Hangul / digit / Latin / Hanja / symbol class of the syllable and its neighbours."""
     eojeol: bool = True
-    """Position in the eojeol (B/I/E/S) and the eojeol's prefixes and suffixes."""
+    """Position in the eojeol (B/I/E/S), its first and last syllables and its length."""
+    affixes: bool = True
+    """Up to three syllables of the eojeol before and after the syllable (stems, particles)."""
     kiwi: bool = False
     """Part-of-speech tags from the Kiwi morphological analyser (slower; see README)."""
     min_freq: int = 1
@@ -86,15 +88,15 @@ class Featurizer:
             classes = "".join(char_class(c) for c in "␂" + text + "␃")
             cols.append(["k=" + c for c in classes[1:-1]])
             cols.append(["k3=" + classes[i : i + 3] for i in range(n)])
-        if cfg.eojeol:
-            cols += self._eojeol_columns(text)
+        if cfg.eojeol or cfg.affixes:
+            cols += self._eojeol_columns(text, cfg.eojeol, cfg.affixes)
         if self._kiwi:
             tags = self.pos_tags(text)
             cols += [["m=" + t for t in tags], ["m-1=" + t for t in ["^"] + tags[:-1]], ["m+1=" + t for t in tags[1:] + ["$"]]]
         return [list(row) for row in zip(*cols)]
 
     @staticmethod
-    def _eojeol_columns(text: str) -> list[list[str]]:
+    def _eojeol_columns(text: str, shape: bool, affixes: bool) -> list[list[str]]:
         """Per character: position in its eojeol, the eojeol's first/last syllables and length,
         and the part of the eojeol before and after the character (stems, particles)."""
         word_of, off = [], []
@@ -102,16 +104,22 @@ class Featurizer:
             word_of += [tok] * len(tok) + [""]
             off += list(range(len(tok))) + [0]
         word_of, off = word_of[: len(text)], off[: len(text)]
-        return [
-            ["p=" + p for p in eojeol_positions(text)],
-            ["w0=" + wd[:1] for wd in word_of],
-            ["w1=" + wd[:2] for wd in word_of],
-            ["we1=" + wd[-1:] for wd in word_of],
-            ["we2=" + wd[-2:] for wd in word_of],
-            ["wl=" + str(min(len(wd), 6)) for wd in word_of],
-            ["pre=" + wd[:k] for wd, k in zip(word_of, off)],
-            ["suf=" + wd[k : k + 3] for wd, k in zip(word_of, off)],
-        ]
+        cols = []
+        if shape:
+            cols += [
+                ["p=" + p for p in eojeol_positions(text)],
+                ["w0=" + wd[:1] for wd in word_of],
+                ["w1=" + wd[:2] for wd in word_of],
+                ["we1=" + wd[-1:] for wd in word_of],
+                ["we2=" + wd[-2:] for wd in word_of],
+                ["wl=" + str(min(len(wd), 6)) for wd in word_of],
+            ]
+        if affixes:
+            cols += [
+                ["pre=" + wd[max(0, k - 3) : k] for wd, k in zip(word_of, off)],
+                ["suf=" + wd[k : k + 3] for wd, k in zip(word_of, off)],
+            ]
+        return cols
 
 
 class CRFTagger(Tagger):

@@ -1,0 +1,427 @@
+"""A syllable-level BiLSTM-CRF: embeddings -> stacked BiLSTM -> emissions -> linear-chain CRF.
+
+One tag per character of the original text (spaces included), so spans never need
+realigning: unknown characters map to an UNK id of their character class, never to nothing.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..align import bio_labels, bio_to_spans, eojeol_positions, spans_to_bio
+from ..scoring import score
+from ..types import Example, Span
+from .base import EpochRecord, Tagger
+from .crf import char_class
+from .crf_layer import CRF, iob2_allowed
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, VOCAB_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "checkpoint.pt"
+CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
+EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
+N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
+# Columns of an encoded text (seq, 8): syllable, left/right bigram, eojeol position,
+# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS = 0, 1, 2, 3, 4, 7
+
+
+@dataclass
+class BiLSTMCRFConfig:
+    char_dim: int = 128
+    """Syllable embedding size."""
+    min_freq: int = 1
+    """Syllables seen fewer times in training map to their class's UNK."""
+    bigram_dim: int = 64
+    """Syllable-bigram embedding size (left and right bigram, concatenated); 0 = off."""
+    bigram_min_freq: int = 2
+    """Bigrams seen fewer times in training map to UNK."""
+    eojeol_dim: int = 16
+    """Eojeol-position (B/I/E/S/space) embedding size; 0 = off."""
+    jamo_dim: int = 0
+    """Sub-syllable features: the jamo of each syllable through a width-3 convolution; 0 = off."""
+    kiwi_dim: int = 0
+    """Kiwi morphological-tag embedding size; 0 = off (slower training and inference)."""
+    pretrained_init: bool = False
+    """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
+    hidden: int = 200
+    """LSTM hidden size per direction."""
+    layers: int = 1
+    """Stacked BiLSTM layers."""
+    dropout: float = 0.3
+    """Dropout on embeddings, between LSTM layers and before the emissions."""
+    constrained: bool = True
+    """Forbid invalid IOB2 transitions (I-X after anything but B-X/I-X, or at the start)."""
+    batch_size: int = 32
+    """Training sentences per mini-batch (batches are bucketed by length)."""
+    lr: float = 2e-3
+    """AdamW peak learning rate."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay."""
+    warmup_steps: int = 200
+    """Linear warm-up steps; the rate then decays linearly to 10% at max_epochs."""
+    clip: float = 5.0
+    """Gradient norm clipping."""
+    max_epochs: int = 20
+    """Upper bound on training epochs."""
+    patience: int = 3
+    """Stop after this many epochs without a better dev F1 (the best epoch is restored)."""
+    predict_batch_size: int = 256
+    """Sentences per inference batch (sorted by length)."""
+    seed: int = 13
+    """Seed for initialisation, dropout and batch shuffling."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    num_threads: int = 0
+    """torch CPU threads during fit/predict; 0 = torch's default."""
+    checkpoint_dir: str | None = None
+    """Write a resumable checkpoint here after every epoch; None = no checkpoints."""
+    resume: bool = False
+    """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
+
+
+RUNTIME_FIELDS = {"device", "num_threads", "checkpoint_dir", "resume", "predict_batch_size"}
+
+
+@contextmanager
+def _threads(n: int):
+    """torch's thread count is process-wide, so set it only for the call and put it back."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _jamo(ch: str) -> tuple[int, int, int]:
+    o = ord(ch) - 0xAC00
+    if 0 <= o < 11172:
+        return 1 + o // 588, 20 + (o % 588) // 28, 41 + o % 28
+    return 69 + CLASSES.index(char_class(ch)), 0, 0
+
+
+class Vocab:
+    """Syllable, bigram and Kiwi-tag ids from the training text (0 is padding everywhere)."""
+
+    def __init__(self, chars: list[str], bigrams: list[str], pos: list[str]) -> None:
+        self.chars, self.bigrams, self.pos = chars, bigrams, pos
+        self.char_id = {c: i + 1 + len(CLASSES) for i, c in enumerate(chars)}
+        self.bigram_id = {b: i + 2 for i, b in enumerate(bigrams)}  # 1 = UNK
+        self.pos_id = {p: i + 2 for i, p in enumerate(pos)}
+        self.unk = {k: i + 1 for i, k in enumerate(CLASSES)}
+
+    @classmethod
+    def build(cls, texts: Sequence[str], pos: Sequence[list[str]] | None, cfg: BiLSTMCRFConfig) -> "Vocab":
+        chars = Counter(c for t in texts for c in t)
+        bigrams = Counter(p[i : i + 2] for t in texts for p in ["\x02" + t + "\x03"] for i in range(len(t) + 1))
+        tags = Counter(tag for seq in pos or [] for tag in seq)
+        return cls(sorted(c for c, n in chars.items() if n >= cfg.min_freq),
+                   sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags))
+
+    def sizes(self) -> tuple[int, int, int]:
+        return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos)
+
+    def encode(self, text: str, pos: list[str] | None) -> torch.Tensor:
+        """``(len(text), 8)`` ids; see the column constants."""
+        padded = "\x02" + text + "\x03"
+        bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
+        eoj = eojeol_positions(text)
+        rows = [
+            (self.char_id.get(c) or self.unk[char_class(c)], bi[i], bi[i + 1], EOJEOL[eoj[i]], *_jamo(c),
+             self.pos_id.get(pos[i], 1) if pos else 0)
+            for i, c in enumerate(text)
+        ]
+        return torch.tensor(rows, dtype=torch.long)
+
+
+class Network(nn.Module):
+    def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
+        super().__init__()
+        n_chars, n_bigrams, n_pos = vocab.sizes()
+        self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
+        self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
+        self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
+        self.jamo = nn.Embedding(N_JAMO, cfg.jamo_dim, padding_idx=0) if cfg.jamo_dim else None
+        # A width-3 convolution over a syllable's three jamo slots is one linear map of their concatenation.
+        self.jamo_conv = nn.Linear(3 * cfg.jamo_dim, cfg.jamo_dim) if cfg.jamo_dim else None
+        self.pos = nn.Embedding(n_pos, cfg.kiwi_dim, padding_idx=0) if cfg.kiwi_dim else None
+        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
+                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.emit = nn.Linear(2 * cfg.hidden, len(tags))
+        allowed, start = iob2_allowed(tags) if cfg.constrained else (None, None)
+        self.crf = CRF(len(tags), allowed, start)
+
+    def emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``x`` (batch, seq, 8) ids -> (batch, seq, tags) emission scores."""
+        parts = [self.char(x[..., CHAR])]
+        if self.bigram is not None:
+            parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
+        if self.eojeol is not None:
+            parts.append(self.eojeol(x[..., EOJ]))
+        if self.jamo is not None:
+            jamo = self.jamo(x[..., JAMO : JAMO + 3]).flatten(2)  # (batch, seq, 3 * jamo_dim)
+            parts.append(torch.tanh(self.jamo_conv(jamo)))
+        if self.pos is not None:
+            parts.append(self.pos(x[..., POS]))
+        emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
+        # Packing keeps the backward LSTM from reading padding.
+        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return self.emit(self.dropout(out))  # (batch, seq, tags)
+
+
+def ppmi_vectors(encoded: Sequence[torch.Tensor], n: int, dim: int, seed: int, window: int = 2) -> torch.Tensor:
+    """Syllable vectors from the SVD of the positive-PMI co-occurrence matrix (±window)."""
+    import numpy as np
+    from scipy import sparse
+    from sklearn.utils.extmath import randomized_svd
+
+    ids = torch.cat([torch.cat([e[:, CHAR], torch.tensor([-1])]) for e in encoded]).numpy()
+    rows, cols = [], []
+    for d in range(1, window + 1):
+        a, b = ids[:-d], ids[d:]
+        ok = (a >= 0) & (b >= 0)
+        rows += [a[ok], b[ok]]
+        cols += [b[ok], a[ok]]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    m = sparse.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
+    m.sum_duplicates()
+    row, col = np.asarray(m.sum(1)).ravel(), np.asarray(m.sum(0)).ravel()
+    coo = m.tocoo()
+    pmi = np.log(coo.data * m.sum() / (row[coo.row] * col[coo.col]))
+    ppmi = sparse.csr_matrix((np.maximum(pmi, 0), (coo.row, coo.col)), shape=(n, n))
+    u, s, _ = randomized_svd(ppmi, min(dim, n - 1), random_state=seed)
+    vec = u * np.sqrt(s)
+    vec = np.pad(vec / (vec.std() + 1e-8), ((0, 0), (0, dim - vec.shape[1])))
+    return torch.tensor(vec, dtype=torch.float32)
+
+
+class BiLSTMCRFTagger(Tagger):
+    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags) -> BiLSTM -> CRF."""
+
+    family = "bilstm-crf"
+    Config = BiLSTMCRFConfig
+
+    def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        if self.config.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be cpu, cuda or auto, not {self.config.device!r}")
+        self.tags = bio_labels(self.labels)
+        self.vocab: Vocab | None = None
+        self.net: Network | None = None
+        self._kiwi = None
+
+    @property
+    def device(self) -> torch.device:
+        wanted = self.config.device
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(wanted)
+
+    # --- features ---------------------------------------------------------------------------
+    def _pos_tags(self, texts: Sequence[str]) -> list[list[str]] | list[None]:
+        """Per character ``B-TAG``/``I-TAG`` of the Kiwi morpheme covering it, else ``_``."""
+        if not self.config.kiwi_dim:
+            return [None] * len(texts)
+        if self._kiwi is None:
+            from kiwipiepy import Kiwi
+
+            self._kiwi = Kiwi(num_workers=-1)
+        out = []
+        for text, tokens in zip(texts, self._kiwi.tokenize(list(texts))):
+            tags = ["_"] * len(text)
+            for tok in tokens:
+                for i in range(tok.start, min(tok.start + tok.len, len(text))):
+                    tags[i] = ("B-" if i == tok.start else "I-") + tok.tag
+            out.append(tags)
+        return out
+
+    def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return [self.vocab.encode(t, p) for t, p in zip(texts, self._pos_tags(texts))]
+
+    @staticmethod
+    def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([len(e) for e in encoded])
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 8), (batch,)
+
+    def _decode(self, encoded: Sequence[torch.Tensor]) -> list[list[str]]:
+        """Best tag sequence for each encoded text, in batches of similar length."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[list[str]] = [[] for _ in encoded]
+        bs = self.config.predict_batch_size
+        self.net.eval()
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(order), bs), desc="bilstm-crf predict", leave=False, disable=len(order) <= 4 * bs):
+                idx = order[s : s + bs]
+                x, lengths = self._pad([encoded[i] for i in idx])
+                x = x.to(self.device)
+                mask = torch.arange(x.size(1), device=x.device) < lengths.to(x.device)[:, None]
+                best = self.net.crf.decode(self.net.emissions(x, lengths), mask).tolist()
+                for i, row, n in zip(idx, best, lengths.tolist()):
+                    out[i] = [self.tags[t] for t in row[:n]]
+        return out
+
+    def _predict(self, texts: list[str]) -> list[list[Span]]:
+        if self.net is None:
+            raise RuntimeError("this BiLSTM-CRF is not trained yet: call fit() or kner.load() first")
+        with _threads(self.config.num_threads):
+            return [bio_to_spans(tags) for tags in self._decode(self._encode(texts))]
+
+    # --- training ---------------------------------------------------------------------------
+    def _gold(self, ex: Example) -> torch.Tensor:
+        index = {t: i for i, t in enumerate(self.tags)}
+        try:
+            return torch.tensor([index[t] for t in spans_to_bio(ex.text, ex.spans)])
+        except KeyError as exc:
+            raise ValueError(f"example {ex.id or ex.text[:30]!r} has label {str(exc)[3:-1]!r}; this model knows {self.labels}") from exc
+
+    def _batches(self, lengths: list[int], gen: torch.Generator) -> list[list[int]]:
+        """Shuffle, sort chunks of 50 batches by length (little padding), shuffle the batches."""
+        bs, order = self.config.batch_size, torch.randperm(len(lengths), generator=gen).tolist()
+        batches = []
+        for s in range(0, len(order), 50 * bs):
+            part = sorted(order[s : s + 50 * bs], key=lengths.__getitem__)
+            batches += [part[i : i + bs] for i in range(0, len(part), bs)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "BiLSTMCRFTagger":
+        with _threads(self.config.num_threads):
+            return self._fit([ex for ex in train if ex.text], list(dev) if dev else [])
+
+    def _fit(self, train: list[Example], dev: list[Example]) -> "BiLSTMCRFTagger":
+        cfg, device = self.config, self.device
+        if not train:
+            raise ValueError("fit needs at least one non-empty training example")
+        if cfg.resume and not cfg.checkpoint_dir:
+            raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
+        torch.manual_seed(cfg.seed)
+        self.history = []
+        texts = [ex.text for ex in train]
+        pos = self._pos_tags(texts)
+        self.vocab = Vocab.build(texts, pos if cfg.kiwi_dim else None, cfg)
+        x_train = [self.vocab.encode(t, p) for t, p in zip(texts, pos)]
+        y_train = [self._gold(ex) for ex in train]
+        x_dev = self._encode([ex.text for ex in dev if ex.text])
+        self.net = Network(cfg, self.vocab, self.tags)
+        if cfg.pretrained_init:
+            with torch.no_grad():
+                self.net.char.weight[1:] = ppmi_vectors(x_train, self.vocab.sizes()[0], cfg.char_dim, cfg.seed)[1:]
+        self.net.to(device)
+        lengths = [len(t) for t in texts]
+        n_batches = -(-len(train) // cfg.batch_size)
+        total = max(1, cfg.max_epochs * n_batches)
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - step / total))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        state = {"epoch": 0, "best_f1": -1.0, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
+        ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
+        if cfg.resume and ckpt.is_file():
+            state = self._restore(ckpt, optimizer, scheduler, gen)
+        for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
+            if dev and state["bad_epochs"] >= cfg.patience:
+                break
+            start = time.perf_counter()
+            self.net.train()
+            loss_sum = 0.0
+            for batch in tqdm(self._batches(lengths, gen), desc=f"bilstm-crf epoch {epoch}", unit="batch", leave=False):
+                x, blen = self._pad([x_train[i] for i in batch])
+                y = nn.utils.rnn.pad_sequence([y_train[i] for i in batch], batch_first=True).to(device)
+                x = x.to(device)
+                mask = torch.arange(x.size(1), device=device) < blen.to(device)[:, None]
+                loss = self.net.crf.nll(self.net.emissions(x, blen), y, mask).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item() * len(batch)
+            f1 = None
+            if dev:
+                gold = [ex for ex in dev if ex.text]
+                f1 = score(gold, [bio_to_spans(t) for t in self._decode(x_dev)]).f1
+            seconds = time.perf_counter() - start
+            state["seconds"] += seconds
+            self.history.append(EpochRecord(epoch, seconds, loss_sum / len(train), f1))
+            log.info("bilstm-crf epoch %d: loss %.4f, dev F1 %s, %.1f s", epoch, loss_sum / len(train),
+                     "-" if f1 is None else f"{f1:.4f}", seconds)
+            # Without dev data the last epoch is the one kept.
+            if f1 is None or f1 > state["best_f1"]:
+                state.update(best_f1=-1.0 if f1 is None else f1, bad_epochs=0,
+                             best_state=copy.deepcopy(self.net.state_dict()))
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            if ckpt:
+                self._checkpoint(ckpt, state, optimizer, scheduler, gen)
+        self.net.load_state_dict(state["best_state"])
+        self.train_seconds = state["seconds"]
+        return self
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _checkpoint(self, path: Path, state: dict, optimizer, scheduler, gen: torch.Generator) -> None:
+        """Everything a resumed run needs to continue exactly where this one is now."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            **state,
+            "config": {k: v for k, v in asdict(self.config).items() if k not in RUNTIME_FIELDS},
+            "model": self.net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "shuffle_rng": gen.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "history": [asdict(r) for r in self.history],
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+
+    def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator) -> dict:
+        blob = torch.load(path, map_location=self.device, weights_only=True)
+        mine = {k: v for k, v in asdict(self.config).items() if k not in RUNTIME_FIELDS}
+        if blob["config"] != mine:
+            diff = sorted(k for k in mine if blob["config"].get(k) != mine[k])
+            raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "
+                             "resume with the same config or use a fresh checkpoint_dir")
+        self.net.load_state_dict(blob["model"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        torch.set_rng_state(blob["torch_rng"].cpu())
+        gen.set_state(blob["shuffle_rng"].cpu())
+        if blob["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in blob["cuda_rng"]])
+        self.history = [EpochRecord(**r) for r in blob["history"]]
+        log.info("bilstm-crf resumed from %s after epoch %d", path, blob["epoch"])
+        return {k: blob[k] for k in ("epoch", "best_f1", "best_state", "bad_epochs", "seconds")}
+
+    # --- persistence ------------------------------------------------------------------------
+    def _save(self, directory: Path) -> None:
+        if self.net is None:
+            raise RuntimeError("cannot save an untrained BiLSTM-CRF")
+        torch.save(self.net.state_dict(), directory / MODEL_FILE)
+        vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos}
+        (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
+        tagger = cls(config)
+        tagger.vocab = Vocab(**json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8")))
+        tagger.net = Network(config, tagger.vocab, tagger.tags)
+        tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
+        tagger.net.to(tagger.device)
+        return tagger

@@ -1,0 +1,158 @@
+"""BiLSTM-CRF: the CRF layer against brute force, exact resumption, unknown characters, features."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import kner
+from conftest import ODD_TEXTS
+from kner.align import bio_labels
+from kner.models.bilstm_crf import CLASSES, BiLSTMCRFTagger, Vocab
+from kner.models.crf_layer import CRF, iob2_allowed
+
+TINY = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, hidden=16, dropout=0.2, batch_size=2, lr=0.02,
+            warmup_steps=2, device="cpu", num_threads=1)
+
+
+def _random_crf(tags, constrained, seed):
+    g = torch.Generator().manual_seed(seed)
+    allowed, start = iob2_allowed(tags) if constrained else (None, None)
+    crf = CRF(len(tags), allowed, start)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return crf
+
+
+def _brute_force(crf, emissions, length):
+    """log Z and the best path of one sentence by scoring every allowed tag sequence."""
+    n = crf.num_tags
+    scores = {}
+    for path in itertools.product(range(n), repeat=length):
+        if not crf.start_allowed[path[0]] or any(not crf.allowed[a, b] for a, b in zip(path, path[1:])):
+            continue
+        s = crf.start[path[0]] + crf.end[path[-1]] + sum(emissions[t, k] for t, k in enumerate(path))
+        scores[path] = s + sum(crf.transitions[a, b] for a, b in zip(path, path[1:]))
+    best = max(scores, key=lambda p: scores[p].item())
+    return torch.logsumexp(torch.stack(list(scores.values())), 0), best, scores[best]
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_crf_log_partition_and_viterbi_match_brute_force_on_a_padded_batch(constrained):
+    tags = bio_labels(["PS"])  # O, B-PS, I-PS
+    crf = _random_crf(tags, constrained, seed=1)
+    lengths = torch.tensor([4, 1, 3, 2])
+    emissions = torch.randn(4, 4, len(tags), generator=torch.Generator().manual_seed(2))
+    mask = torch.arange(4) < lengths[:, None]
+    with torch.no_grad():
+        log_z = crf.log_partition(emissions, mask)
+        best = crf.decode(emissions, mask)
+        for b, n in enumerate(lengths.tolist()):
+            want_z, want_path, want_score = _brute_force(crf, emissions[b], n)
+            assert log_z[b].item() == pytest.approx(want_z.item(), abs=1e-4)
+            assert tuple(best[b, :n].tolist()) == want_path
+            got = crf.path_score(emissions[b : b + 1], best[b : b + 1], mask[b : b + 1])
+            assert got.item() == pytest.approx(want_score.item(), abs=1e-4)
+
+
+def test_crf_nll_is_a_proper_negative_log_probability():
+    tags = bio_labels(["PS", "LC"])[:4]  # O, B-PS, I-PS, B-LC: 4 tags, 3 positions = 64 paths
+    crf = _random_crf(tags, constrained=True, seed=3)
+    emissions = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        total = sum(torch.exp(-crf.nll(emissions, torch.tensor([p]), mask))
+                    for p in itertools.product(range(4), repeat=3)
+                    if crf.start_allowed[p[0]] and all(crf.allowed[a, b] for a, b in zip(p, p[1:])))
+    assert total.item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_iob2_constraints_forbid_inside_tags_that_continue_nothing():
+    tags = bio_labels(["PS", "LC"])
+    allowed, start = iob2_allowed(tags)
+    ix = tags.index
+    assert not start[ix("I-PS")] and start[ix("B-PS")] and start[ix("O")]
+    assert allowed[ix("B-PS"), ix("I-PS")] and allowed[ix("I-PS"), ix("I-PS")]
+    assert not allowed[ix("O"), ix("I-PS")] and not allowed[ix("B-LC"), ix("I-PS")]
+    assert allowed[ix("I-LC"), ix("B-PS")] and allowed[ix("I-LC"), ix("O")]
+
+
+def test_constrained_viterbi_never_emits_an_invalid_sequence():
+    tags = bio_labels()
+    crf = CRF(len(tags), *iob2_allowed(tags))  # zero transitions: only the constraints steer
+    emissions = torch.randn(16, 12, len(tags), generator=torch.Generator().manual_seed(5)) * 5
+    with torch.no_grad():
+        paths = crf.decode(emissions, torch.ones(16, 12, dtype=torch.bool))
+    for path in paths.tolist():
+        names = [tags[t] for t in path]
+        for prev, cur in zip(["O"] + names, names):
+            if cur.startswith("I-"):
+                assert prev in (f"B-{cur[2:]}", cur)
+
+
+def test_unknown_characters_get_their_class_unk_and_keep_offsets():
+    vocab = Vocab(["가", "나"], [], [])
+    text = "가漢😀a나"
+    ids = vocab.encode(text, None)
+    assert ids.shape == (len(text), 8)
+    assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
+    assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
+
+
+def _interrupt_after(monkeypatch, epoch):
+    original = BiLSTMCRFTagger._checkpoint
+
+    def checkpoint_then_die(self, path, state, *args):
+        original(self, path, state, *args)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(BiLSTMCRFTagger, "_checkpoint", checkpoint_then_die)
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_examples, monkeypatch):
+    train, dev = overfit_examples, overfit_examples[:3]
+    straight = BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "a")).fit(train, dev)
+
+    with monkeypatch.context() as m:
+        _interrupt_after(m, epoch=2)
+        with pytest.raises(KeyboardInterrupt):
+            BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "b")).fit(train, dev)
+    resumed = BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "b"), resume=True)
+    resumed.fit(train, dev)
+
+    assert [r.dev_f1 for r in resumed.history] == [r.dev_f1 for r in straight.history]
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
+    for (name, a), (_, b) in zip(straight.net.state_dict().items(), resumed.net.state_dict().items()):
+        assert torch.equal(a, b), name
+    texts = [ex.text for ex in train] + ODD_TEXTS
+    assert resumed.predict(texts) == straight.predict(texts)
+
+
+def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, overfit_examples):
+    BiLSTMCRFTagger(**TINY, max_epochs=1, checkpoint_dir=str(tmp_path)).fit(overfit_examples)
+    other = BiLSTMCRFTagger(**{**TINY, "hidden": 8}, max_epochs=2, checkpoint_dir=str(tmp_path), resume=True)
+    with pytest.raises(ValueError, match="hidden"):
+        other.fit(overfit_examples)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        BiLSTMCRFTagger(**TINY, resume=True).fit(overfit_examples)
+
+
+def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
+    tagger = BiLSTMCRFTagger(**TINY, jamo_dim=4, kiwi_dim=4, pretrained_init=True, layers=2, max_epochs=2)
+    tagger.fit(overfit_examples, dev=overfit_examples)
+    assert [r.epoch for r in tagger.history] == [1, 2]
+    assert all(0.0 <= r.dev_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
+    loaded = kner.load(tagger.save(tmp_path / "model"))
+    assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
+
+
+def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
+    with pytest.raises(ValueError, match="device"):
+        BiLSTMCRFTagger(device="tpu")
+    with pytest.raises(ValueError, match="XX"):
+        BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
+    with pytest.raises(RuntimeError, match="not trained"):
+        BiLSTMCRFTagger().predict(["이순신"])

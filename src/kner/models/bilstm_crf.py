@@ -180,8 +180,11 @@ class Network(nn.Module):
         if self.pos is not None:
             parts.append(self.pos(x[..., POS]))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
-        # Packing keeps the backward LSTM from reading padding.
-        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
+        # first, which spares packing two reorderings (index_select) of the whole batch.
+        lengths = lengths.cpu()
+        ordered = bool((lengths[:-1] >= lengths[1:]).all())
+        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=ordered)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return self.emit(self.dropout(out))  # (batch, seq, tags)
@@ -263,7 +266,7 @@ class BiLSTMCRFTagger(Tagger):
 
     def _decode(self, encoded: Sequence[torch.Tensor]) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[list[str]] = [[] for _ in encoded]
         bs = self.config.predict_batch_size
         self.net.eval()
@@ -293,11 +296,11 @@ class BiLSTMCRFTagger(Tagger):
             raise ValueError(f"example {ex.id or ex.text[:30]!r} has label {str(exc)[3:-1]!r}; this model knows {self.labels}") from exc
 
     def _batches(self, lengths: list[int], gen: torch.Generator) -> list[list[int]]:
-        """Shuffle, sort chunks of 50 batches by length (little padding), shuffle the batches."""
+        """Shuffle, sort chunks of 50 batches longest first (little padding), shuffle the batches."""
         bs, order = self.config.batch_size, torch.randperm(len(lengths), generator=gen).tolist()
         batches = []
         for s in range(0, len(order), 50 * bs):
-            part = sorted(order[s : s + 50 * bs], key=lengths.__getitem__)
+            part = sorted(order[s : s + 50 * bs], key=lambda i: -lengths[i])
             batches += [part[i : i + bs] for i in range(0, len(part), bs)]
         return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 

@@ -90,6 +90,21 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
                        help="override a hyperparameter, e.g. --set crf.c1=0.1 (repeatable)")
     bench.add_argument("--retrain", action="store_true", help="train again even if OUT/models/FAMILY exists")
     bench.add_argument("--repeats", type=int, default=3, help="timed passes over dev; the median is reported")
+
+    # --- serving and publishing (kner.serve, kner.hub, kner.onnx_backend) ---
+    srv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /models) and a web page at / for run directories")
+    srv.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="models to load; each is named after its folder")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (longer: HTTP 413)")
+    srv.add_argument("--max-batch", type=int, default=64, help="most texts in one request (more: HTTP 413)")
+
+    push = sub.add_parser("push", help="publish a run directory to the Hugging Face Hub with a generated model card")
+    push.add_argument("run_dir")
+    push.add_argument("--repo", required=True, help="repository to create or update, as USER/NAME")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--token", help="Hugging Face token (else $HF_TOKEN or the cached login)")
+    push.add_argument("--dry-run", action="store_true", help="print the model card and file list; upload nothing")
     return parser
 
 
@@ -182,6 +197,23 @@ def _coerce(value: str, type_name: str) -> object:
     return value
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import serve
+
+    serve(args.run_dirs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch)
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from .hub import push
+
+    plan = push(args.run_dir, args.repo, private=args.private, token=args.token, dry_run=args.dry_run)
+    if args.dry_run:
+        print(plan.card)
+        print(f"would upload to {plan.repo_id}: README.md (the card above), {', '.join(plan.files)}")
+    else:
+        print(f"uploaded {len(plan.files) + 1} files to {plan.url}")
+
+
 def cmd_benchmark(args: argparse.Namespace) -> None:
     families = [m.strip() for m in args.models.split(",") if m.strip()]
     for family in families:
@@ -197,7 +229,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'report.md'}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "benchmark": cmd_benchmark}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "benchmark": cmd_benchmark,
+            "serve": cmd_serve, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> None:

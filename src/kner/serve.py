@@ -58,7 +58,9 @@ def load_models(run_dirs: Sequence[str | Path]) -> list[LoadedModel]:
         while name in taken:
             name, n = f"{path.name}-{n}", n + 1
         taken.add(name)
-        loaded.append(LoadedModel(name=name, tagger=load(path), meta=read_meta(path), run_dir=str(path)))
+        tagger = load(path)
+        tagger.predict(["서울에서 warm-up."])  # lazy start-up (Kiwi, torch kernels) stays out of the first request
+        loaded.append(LoadedModel(name=name, tagger=tagger, meta=read_meta(path), run_dir=str(path)))
     return loaded
 
 

@@ -215,3 +215,24 @@ def test_parallel_clients_on_a_real_socket_all_get_the_direct_prediction(served,
             answers = list(pool.map(call, jobs))
     assert [status for status, _, _ in answers] == [200] * len(jobs)
     assert all(got == want for _, got, want in answers)
+
+
+def test_kner_serve_command_serves_the_run_dirs_on_loopback_with_its_limits(crf_runs, monkeypatch):
+    from kner.cli import main
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.update(app=app, host=host, port=port))
+    main(["serve", str(crf_runs[0]), str(crf_runs[1]), "--port", "8123", "--max-chars", "100", "--max-batch", "2"])
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
+    with TestClient(started["app"]) as http:
+        body = http.get("/models").json()
+        assert [m["name"] for m in body["models"]] == ["crf-300", "crf-100"]
+        assert (body["max_chars"], body["max_batch"]) == (100, 2)
+        assert http.post("/predict", json={"texts": ["가", "나", "다"]}).status_code == 413
+
+
+def test_kner_serve_of_a_folder_that_is_not_a_model_exits_with_a_message(tmp_path):
+    from kner.cli import main
+
+    with pytest.raises(SystemExit, match="kner serve: .*kner.json"):
+        main(["serve", str(tmp_path)])

@@ -193,3 +193,23 @@ def eojeol_positions(text: str) -> list[str]:
             for i in range(s + 1, e - 1):
                 pos[i] = "I"
     return pos
+
+
+def bridge_uncovered(char_tags: Sequence[str], offsets: Sequence[tuple[int, int]]) -> list[str]:
+    """Give ``I-X`` to the characters no token covers (the space between two words, characters the
+    tokenizer drops) when they lie inside one entity: after a character of entity ``X`` and before
+    a token tagged ``I-X``. KLUE tags the space in "조선 시대" as part of the entity, and
+    :func:`chars_from_token_tags` leaves uncovered characters ``O``, which would split it."""
+    covered = [False] * len(char_tags)
+    for s, e in offsets:
+        covered[s:e] = [True] * (e - s)
+    out = list(char_tags)
+    prev, gap = OUTSIDE, -1  # tag of the last covered character; start of the current gap
+    for i, is_covered in enumerate(covered):
+        if not is_covered:
+            gap = i if gap < 0 else gap
+            continue
+        if gap >= 0 and prev != OUTSIDE and out[i] == f"I-{prev[2:]}":
+            out[gap:i] = [out[i]] * (i - gap)
+        prev, gap = out[i], -1
+    return out

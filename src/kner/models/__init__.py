@@ -12,6 +12,7 @@ from .base import EpochRecord, ModelDirError, Tagger, read_meta
 _FAMILIES = {
     "crf": "kner.models.crf:CRFTagger",
     "bilstm-crf": "kner.models.bilstm_crf:BiLSTMCRFTagger",
+    "bert": "kner.models.bert:BertTagger",
 }
 
 

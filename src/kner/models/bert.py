@@ -1,0 +1,314 @@
+"""Any Hugging Face encoder (BERT, RoBERTa, XLM-R, E5…) fine-tuned for token classification.
+
+Characters are the truth: each subword is labelled from the characters it covers (offsets from
+the fast tokenizer, never decoded strings, so ``[UNK]`` cannot shift anything), and predictions
+go back to characters and then to spans over the original text, so a boundary inside a subword
+is scored as the error it is. Texts longer than the model's window are cut into overlapping
+windows for training and prediction, and every token is predicted from the window where it has
+the most context (:func:`kner.align.owner_window`).
+
+Prediction is three steps, so another runtime (ONNX) can replace the middle one:
+:meth:`WindowEncoder.encode` + :func:`length_sorted_batches` -> :meth:`BertTagger._logits`
+(numpy in, numpy out) -> :func:`decode_spans`.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import TrainerCallback
+
+from ..align import (bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window, spans_to_bio,
+                     token_tags_from_chars, trim_offsets, windows)
+from ..scoring import score
+from ..types import Example, Span
+from . import hf_common
+from .base import EpochRecord, Tagger
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # label id the loss skips (special and padding tokens, tokens covering only spaces)
+
+
+@dataclass
+class BertTaggerConfig:
+    base_model: str = "klue/bert-base"
+    """Encoder to fine-tune: a Hugging Face hub id or a local folder (read from local files only
+    when HF_HUB_OFFLINE is set or the name is a folder)."""
+    max_length: int = 128
+    """Tokens per window, special tokens included; longer texts become overlapping windows."""
+    stride: int = 32
+    """Tokens shared by consecutive windows of a long text."""
+    lr: float = 5e-5
+    """AdamW peak learning rate (KLUE paper recipe)."""
+    batch_size: int = 32
+    """Training windows per optimiser step over all processes together (split across DDP ranks)."""
+    epochs: int = 5
+    """Training epochs; the epoch with the best dev F1 is kept."""
+    warmup_ratio: float = 0.1
+    """Fraction of the steps spent warming the learning rate up (then linear decay to 0)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 42
+    """Seed for the classifier initialisation, dropout and shuffling."""
+    group_by_length: bool = True
+    """Batch windows of similar length together (less padding, faster epochs)."""
+    precision: str = "auto"
+    """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
+    predict_batch_size: int = 64
+    """Windows per inference batch (sorted by length)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available; each torchrun rank takes its LOCAL_RANK GPU)."""
+    num_threads: int = 0
+    """torch CPU threads during fit/predict; 0 = torch's default."""
+
+
+# --- encoding: texts -> subword windows -------------------------------------------------------
+
+@dataclass
+class Encoded:
+    """One text's subwords (without special tokens) and the windows that cover them."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # character range of each subword, whitespace trimmed
+    wins: list[tuple[int, int]]  # [start, end) subword ranges, overlapping by `stride`
+
+
+class WindowEncoder:
+    """Tokenizes texts once with offsets and cuts them into model-sized windows. The special
+    tokens around a window are learned from the tokenizer itself (``[CLS] … [SEP]``,
+    ``<s> … </s>``…), so any single-sequence template works."""
+
+    def __init__(self, tokenizer, max_length: int, stride: int) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; character offsets need one "
+                             "(a tokenizer.json), so pick a model that ships it")
+        self.tokenizer = tokenizer
+        probe = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a")["input_ids"]
+        k = next(k for k in range(len(full)) if full[k : k + len(probe)] == probe)
+        self.prefix, self.suffix = full[:k], full[k + len(probe) :]
+        self.size = max_length - len(self.prefix) - len(self.suffix)
+        if self.size <= stride:
+            raise ValueError(f"max_length {max_length} leaves {self.size} tokens per window after the special "
+                             f"tokens, which must exceed stride {stride}; raise max_length or lower stride")
+        self.stride = stride
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        batch = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        out = []
+        for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"]):
+            wins = windows(len(ids), self.size, self.stride) if ids else []
+            out.append(Encoded(ids, trim_offsets(text, offsets), wins))
+        return out
+
+    def window_ids(self, enc: Encoded, w: int) -> list[int]:
+        s, e = enc.wins[w]
+        return self.prefix + enc.ids[s:e] + self.suffix
+
+    def window_labels(self, enc: Encoded, w: int, token_label_ids: list[int]) -> list[int]:
+        s, e = enc.wins[w]
+        return [IGNORE] * len(self.prefix) + token_label_ids[s:e] + [IGNORE] * len(self.suffix)
+
+
+def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int, pad_id: int
+                          ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """Longest first, padded only to the longest in each batch: ``(indices, {"input_ids",
+    "attention_mask"})`` with int64 arrays of shape (batch, seq)."""
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        width = len(seqs[idx[0]])
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, : len(seqs[i])] = seqs[i]
+            mask[row, : len(seqs[i])] = 1
+        yield idx, {"input_ids": ids, "attention_mask": mask}
+
+
+def decode_spans(text: str, enc: Encoded, window_tags: Sequence[Sequence[str]]) -> list[Span]:
+    """Merge each window's subword tags (content tokens only) into one tag per subword, taken
+    from the window where the subword has the most context, then to characters and spans."""
+    if not enc.wins:
+        return []
+    owners = owner_window(enc.wins)
+    token_tags = [window_tags[w][t - enc.wins[w][0]] for t, w in enumerate(owners)]
+    char_tags = chars_from_token_tags(len(text), token_tags, enc.offsets)
+    return bio_to_spans(bridge_uncovered(char_tags, enc.offsets))
+
+
+# --- the tagger ------------------------------------------------------------------------------
+
+class BertTagger(Tagger):
+    """Pretrained encoder + linear token classifier, fine-tuned with the transformers Trainer."""
+
+    family = "bert"
+    Config = BertTaggerConfig
+
+    def __init__(self, config: BertTaggerConfig | None = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        if self.config.stride < 0:
+            raise ValueError(f"stride must be >= 0, not {self.config.stride}")
+        if not 0 <= self.config.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), not {self.config.warmup_ratio}")
+        self.device = hf_common.pick_device(self.config.device)
+        self.precision = hf_common.pick_precision(self.config.precision, self.device)
+        self.tags = bio_labels(self.labels)
+        self.model = None
+        self.tokenizer = None
+        self.encoder: WindowEncoder | None = None
+
+    def _attach(self, tokenizer, model) -> None:
+        self.tokenizer, self.model = tokenizer, model.to(self.device)
+        self.tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.encoder = WindowEncoder(tokenizer, self.config.max_length, self.config.stride)
+        limit = model.config.max_position_embeddings
+        if model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            limit -= model.config.pad_token_id + 1  # their position ids start after the padding index
+        if self.config.max_length > limit:
+            raise ValueError(f"max_length {self.config.max_length} exceeds the {limit} positions "
+                             f"{self.config.base_model} was trained with; lower max_length")
+
+    # --- prediction: encode -> _logits -> decode -----------------------------------------
+    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """(batch, seq) int64 ``input_ids``/``attention_mask`` -> (batch, seq, labels) float32
+        scores. The one step that touches the network: an ONNX runtime replaces only this."""
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        with torch.inference_mode(), hf_common.autocast(self.device, self.precision):
+            logits = self.model(**inputs).logits  # (batch, seq, labels)
+        return logits.float().cpu().numpy()
+
+    def _window_tags(self, encoded: Sequence[Encoded]) -> list[list[list[str]]]:
+        """Per text, per window: the predicted tag of each content subword."""
+        flat = [(t, w) for t, enc in enumerate(encoded) for w in range(len(enc.wins))]
+        seqs = [self.encoder.window_ids(encoded[t], w) for t, w in flat]
+        out: list[list[list[str]]] = [[[] for _ in enc.wins] for enc in encoded]
+        bs, lead = self.config.predict_batch_size, len(self.encoder.prefix)
+        batches = length_sorted_batches(seqs, bs, self.encoder.pad_id)
+        for idx, batch in tqdm(batches, total=-(-len(seqs) // bs), desc="bert predict", leave=False,
+                               disable=len(seqs) <= 4 * bs):
+            best = self._logits(batch).argmax(-1)  # (batch, seq)
+            for row, i in enumerate(idx):
+                t, w = flat[i]
+                s, e = encoded[t].wins[w]
+                out[t][w] = [self.tags[k] for k in best[row, lead : lead + e - s]]
+        return out
+
+    def _predict(self, texts: list[str]) -> list[list[Span]]:
+        if self.model is None:
+            raise RuntimeError("this BERT tagger is not trained yet: call fit() or kner.load() first")
+        self.model.eval()
+        with hf_common.threads(self.config.num_threads):
+            encoded = self.encoder.encode(texts)
+            return [decode_spans(text, enc, tags) for text, enc, tags in zip(texts, encoded, self._window_tags(encoded))]
+
+    # --- training --------------------------------------------------------------------------
+    def _features(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
+        """One training item per window: input ids and a label id per subword (IGNORE for special
+        tokens and subwords covering no character)."""
+        index = {t: i for i, t in enumerate(self.tags)}
+        items = []
+        for ex, enc in zip(examples, self.encoder.encode([ex.text for ex in examples])):
+            try:
+                char_tags = spans_to_bio(ex.text, ex.spans)
+                labels = [IGNORE if t is None else index[t] for t in token_tags_from_chars(char_tags, enc.offsets)]
+            except KeyError as exc:
+                raise ValueError(f"example {ex.id or ex.text[:30]!r} has label {str(exc)[3:-1]!r}; "
+                                 f"this model knows {self.labels}") from exc
+            for w in range(len(enc.wins)):
+                ids = self.encoder.window_ids(enc, w)
+                items.append({"input_ids": ids, "attention_mask": [1] * len(ids),
+                              "labels": self.encoder.window_labels(enc, w, labels)})
+        return items
+
+    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "BertTagger":
+        from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                                  Trainer, TrainingArguments, set_seed)
+
+        cfg = self.config
+        train = [ex for ex in train if ex.text.strip()]
+        if not train:
+            raise ValueError("fit needs at least one non-blank training example")
+        with hf_common.threads(cfg.num_threads):
+            set_seed(cfg.seed)  # the classifier head is initialised at load time
+            local = hf_common.local_only(cfg.base_model)
+            tags = bio_labels(self.labels)
+            tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=local)
+            model = AutoModelForTokenClassification.from_pretrained(
+                cfg.base_model, local_files_only=local, num_labels=len(tags),
+                id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)})
+            self._attach(tokenizer, model)
+            items = self._features(train)
+            per_device = max(1, cfg.batch_size // hf_common.world_size())
+            with tempfile.TemporaryDirectory(prefix="kner-bert-") as tmp:
+                args = TrainingArguments(
+                    output_dir=tmp, per_device_train_batch_size=per_device, learning_rate=cfg.lr,
+                    num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                    lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="epoch", eval_strategy="no",
+                    save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
+                    fp16=self.precision == "fp16", bf16=self.precision == "bf16",
+                    train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+                    ddp_find_unused_parameters=False, disable_tqdm=not hf_common.is_main_process())
+                epochs = _EpochLog(self, [ex for ex in dev or [] if ex.text.strip()])
+                trainer = Trainer(model=self.model, args=args, train_dataset=items, processing_class=tokenizer,
+                                  data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[epochs])
+                trainer.train()
+            if epochs.best_state is not None:
+                self.model.load_state_dict(epochs.best_state)
+        self.model.eval()
+        self.train_seconds = sum(r.seconds for r in self.history)
+        return self
+
+    # --- the model directory -----------------------------------------------------------------
+    def _save(self, directory: Path) -> None:
+        if self.model is None:
+            raise RuntimeError("cannot save an untrained BERT tagger")
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def _load(cls, directory: Path, config: BertTaggerConfig) -> "BertTagger":
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        tagger = cls(config)
+        tagger._attach(AutoTokenizer.from_pretrained(directory, local_files_only=True),
+                       AutoModelForTokenClassification.from_pretrained(directory, local_files_only=True))
+        tagger.model.eval()
+        return tagger
+
+
+class _EpochLog(TrainerCallback):
+    """At each epoch's training-loss log (``logging_strategy="epoch"``), rank 0 predicts dev
+    spans, scores them with :func:`kner.scoring.score`, appends an :class:`EpochRecord` and keeps
+    a copy of the best weights. Other ranks only train."""
+
+    def __init__(self, tagger: BertTagger, dev: list[Example]) -> None:
+        self.tagger, self.dev = tagger, dev
+        self.best_f1, self.best_state = -1.0, None
+        self.started = time.perf_counter()
+        tagger.history = []
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or "train_loss" in logs or not state.is_world_process_zero:
+            return
+        tagger = self.tagger
+        f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
+        tagger.model.train()  # predict switched dropout off
+        record = EpochRecord(round(state.epoch), time.perf_counter() - self.started, float(logs["loss"]), f1)
+        tagger.history.append(record)
+        log.info("bert epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
+                 "-" if f1 is None else f"{f1:.4f}", record.seconds)
+        if f1 is None or f1 > self.best_f1:  # without dev data the last epoch is kept
+            self.best_f1 = -1.0 if f1 is None else f1
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in tagger.model.state_dict().items()}

@@ -1,0 +1,103 @@
+"""Side-by-side inference speed of :class:`BertTagger` and ``transformers.pipeline``.
+
+``python -m kner.models.bert_speed RUN_DIR --data DIR [--limit N]`` prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+from ..types import Span
+from .bert import BertTagger
+
+
+def pipeline_spans(entities: list[dict], text: str) -> list[Span] | None:
+    """The pipeline's grouped entities as spans over ``text``; ``None`` when one of them cannot
+    be mapped to characters (no offsets, or nothing but whitespace)."""
+    spans = []
+    for ent in entities:
+        start, end = ent.get("start"), ent.get("end")
+        if start is None or end is None:
+            return None
+        while start < end and text[start].isspace():  # SentencePiece offsets may include the space
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start == end:
+            return None
+        spans.append(Span(start, end, ent["entity_group"]))
+    return sorted(spans)
+
+
+def _timed(fn) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_batch_sizes: Sequence[int] = (1, 32)
+                          ) -> dict:
+    """Throughput of ``tagger.predict`` and of ``pipeline("token-classification",
+    aggregation_strategy="simple")`` on the same model, device and texts, in one run, and how
+    often their spans are equal. Only texts that fit in one model window are used, because the
+    pipeline truncates longer ones. The pipeline is timed at each of ``pipeline_batch_sizes`` and
+    its fastest is the baseline. Both are warmed up first."""
+    from transformers import pipeline
+
+    texts = [t for t in texts if t.strip()]
+    fits = tagger.encoder.encode(texts)
+    texts = [t for t, enc in zip(texts, fits) if len(enc.wins) == 1]
+    if not texts:
+        raise ValueError("no text fits in one window; pass shorter texts")
+    tagger.model.eval()
+    pipe = pipeline("token-classification", model=tagger.model, tokenizer=tagger.tokenizer,
+                    aggregation_strategy="simple", device=tagger.device)
+    tagger.predict(texts[:64])
+    pipe(texts[:8])
+    ours, ours_s = _timed(lambda: tagger.predict(texts))
+    runs = {}
+    for bs in pipeline_batch_sizes:
+        out, seconds = _timed(lambda: pipe(texts, batch_size=bs))
+        runs[bs] = (out, seconds)
+    best_bs = min(runs, key=lambda b: runs[b][1])
+    theirs, theirs_s = runs[best_bs]
+    mapped = [pipeline_spans(ents, t) for ents, t in zip(theirs, texts)]
+    comparable = [(a, b) for a, b in zip(ours, mapped) if b is not None]
+    n_chars = sum(len(t) for t in texts)
+    return {
+        "n_texts": len(texts), "n_chars": n_chars, "device": str(tagger.device),
+        "ours_seconds": round(ours_s, 3), "ours_texts_per_s": round(len(texts) / ours_s, 1),
+        "pipeline_seconds": {bs: round(s, 3) for bs, (_, s) in runs.items()},
+        "pipeline_best_batch_size": best_bs, "pipeline_texts_per_s": round(len(texts) / theirs_s, 1),
+        "speedup": round(theirs_s / ours_s, 2),
+        "n_comparable": len(comparable), "n_equal_spans": sum(a == b for a, b in comparable),
+        "examples_differing": [{"text": t, "ours": [s.to_dict(t) for s in a], "pipeline": [s.to_dict(t) for s in b]}
+                               for t, a, b in zip(texts, ours, mapped) if b is not None and a != b][:5],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    import kner
+    from kner.data import load_split
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--data", required=True, help="KLUE NER folder; the dev texts are used")
+    parser.add_argument("--limit", type=int, default=1000, help="dev sentences to time")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    args = parser.parse_args(argv)
+    tagger = kner.load(args.run_dir)
+    if not isinstance(tagger, BertTagger):
+        raise SystemExit(f"{args.run_dir} holds a {tagger.family} model; this compares bert models only")
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    texts = [ex.text for ex in load_split("dev", args.data, args.limit)]
+    print(json.dumps(compare_with_pipeline(tagger, texts), ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Small helpers shared by the Hugging Face families: where to run, in which precision, how to load."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_device(wanted: str) -> torch.device:
+    """``auto`` is the GPU when there is one (the local rank's GPU under torchrun), else the CPU."""
+    if wanted not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or auto, not {wanted!r}")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no GPU; use device='cpu' or 'auto'")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def pick_precision(wanted: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (half precision is
+    slow or unsupported there)."""
+    if wanted not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {wanted!r}")
+    if wanted != "auto":
+        return wanted
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed-precision context for inference (weights stay fp32, matmuls run in half)."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
+
+
+def local_only(name_or_path: str | os.PathLike) -> bool:
+    """Load from local files only when offline (HF_HUB_OFFLINE) or when the name is a folder,
+    so that nothing ever waits on an unreachable hub."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return offline or Path(name_or_path).is_dir()
+
+
+@contextmanager
+def threads(n: int):
+    """torch's thread count is process-wide, so set it only for the call and put it back."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (and always in a single process)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,233 @@
+"""The HF-encoder family: alignment through real WordPiece and SentencePiece tokenizers, windows,
+training labels, best-epoch selection, the saved folder, and data-parallel training."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+import kner
+from builders import bert as builder
+from conftest import OVERFIT, REPO, _ex
+from kner.align import bio_labels, bridge_uncovered, spans_to_bio, token_tags_from_chars
+from kner.models.bert import IGNORE, BertTagger, WindowEncoder, decode_spans
+from kner.scoring import score
+from kner.types import Example, Span
+
+KINDS = ["wordpiece", "sentencepiece"]
+
+TRICKY = [
+    _ex("서울에서 부산까지 거리는 약 400㎞ 정도다.", ("서울", "LC"), ("부산", "LC"), ("약 400㎞", "QT")),
+    _ex("Samsung Electronics 는 1969년 설립되었다.", ("Samsung Electronics", "OG"), ("1969년", "DT")),
+    _ex("李舜臣 장군 😀 만세", ("李舜臣", "PS")),
+    _ex("  앞뒤 공백과  두 칸   띄어쓰기 조선 시대  ", ("조선 시대", "DT")),
+    _ex("5㎞를 3시간 만에 걸었다", ("5㎞", "QT"), ("3시간", "TI")),
+]
+
+
+def _long_example(parts: list[Example]) -> Example:
+    """The parts joined by spaces into one text, spans shifted."""
+    text, spans = "", []
+    for ex in parts:
+        spans += [Span(s.start + len(text), s.end + len(text), s.label) for s in ex.spans]
+        text += ex.text + " "
+    return Example(text, tuple(spans))
+
+
+def _round_trip(encoder: WindowEncoder, examples: list[Example]) -> list[tuple[Example, list[Span], bool]]:
+    """(example, spans after gold -> subword tags -> windows -> characters -> spans, whether every
+    gold boundary falls on a subword boundary)."""
+    out = []
+    for ex, enc in zip(examples, encoder.encode([ex.text for ex in examples])):
+        token_tags = token_tags_from_chars(spans_to_bio(ex.text, ex.spans), enc.offsets)
+        window_tags = [token_tags[s:e] for s, e in enc.wins]
+        starts = {s for s, e in enc.offsets if e > s}
+        ends = {e for s, e in enc.offsets if e > s}
+        aligned = all(sp.start in starts and sp.end in ends for sp in ex.spans)
+        out.append((ex, decode_spans(ex.text, enc, window_tags), aligned))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gold_spans_survive_subwords_and_windows_wherever_boundaries_are_on_subword_boundaries(kind, request,
+                                                                                          klue_train_slice):
+    tokenizer = AutoTokenizer.from_pretrained(builder.base_model(request, kind))
+    encoder = WindowEncoder(tokenizer, max_length=24, stride=6)
+    results = _round_trip(encoder, klue_train_slice[:400] + TRICKY)
+    for ex, spans, aligned in results:
+        if aligned:
+            assert spans == sorted(ex.spans), ex.text
+        else:  # a boundary inside a subword cannot be expressed: that entity comes back wrong
+            assert spans != sorted(ex.spans)
+    assert sum(aligned for _, _, aligned in results) > 0.8 * len(results)
+    # A long text of aligned sentences, cut into many overlapping windows, comes back whole.
+    long = _long_example([ex for ex, _, aligned in results if aligned][:40])
+    [(_, spans, aligned)] = _round_trip(encoder, [long])
+    assert aligned and spans == sorted(long.spans)
+    assert len(encoder.encode([long.text])[0].wins) > 10
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tricky_texts_keep_their_entities_through_the_tokenizer(kind, request):
+    encoder = WindowEncoder(AutoTokenizer.from_pretrained(builder.base_model(request, kind)), 24, 6)
+    results = _round_trip(encoder, TRICKY)
+    # The entities whose edges are subword edges in both tokenizers: spaces, Latin, Hanja, digits.
+    for ex, spans, aligned in results[1:4]:
+        assert aligned and spans == sorted(ex.spans), ex.text
+
+
+def test_unknown_pieces_do_not_shift_offsets(request):
+    tokenizer = AutoTokenizer.from_pretrained(builder.base_model(request, "wordpiece"))
+    text = "😀 이순신 𠀀 장군 ☃"
+    enc = WindowEncoder(tokenizer, 32, 8).encode([text])[0]
+    pieces = tokenizer.convert_ids_to_tokens(enc.ids)
+    assert pieces.count("[UNK]") >= 2
+    for piece, (s, e) in zip(pieces, enc.offsets):
+        assert text[s:e] == (text[s:e] if piece == "[UNK]" else piece.removeprefix("##"))
+    assert [text[s:e] for piece, (s, e) in zip(pieces, enc.offsets) if piece == "[UNK]"][0] == "😀"
+
+
+def test_sentencepiece_offsets_that_include_the_space_are_trimmed(request):
+    tokenizer = AutoTokenizer.from_pretrained(builder.base_model(request, "sentencepiece"))
+    text = "이순신 장군은 조선 시대의 명장이다."
+    raw = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert any(text[s].isspace() for s, e in raw if e > s), "this tokenizer should report leading spaces"
+    enc = WindowEncoder(tokenizer, 32, 8).encode([text])[0]
+    assert all(not text[s].isspace() and not text[e - 1].isspace() for s, e in enc.offsets if e > s)
+
+
+def test_an_entity_across_a_space_comes_back_whole():
+    text = "조선 시대 서울 부산"
+    offsets = [(0, 2), (3, 5), (6, 8), (9, 11)]
+    tags = ["B-DT", "I-DT", "O", "I-DT", "I-DT", "O", "B-LC", "I-LC", "O", "B-LC", "I-LC"]
+    bridged = bridge_uncovered(tags, offsets)
+    assert bridged[2] == "I-DT"  # inside 조선 시대
+    assert bridged[8] == "O"  # between two entities
+    assert bridge_uncovered(["O", "O", "I-LC"], [(0, 1), (2, 3)]) == ["O", "O", "I-LC"]
+
+
+# --- trained tiny models -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(request, tmp_path_factory) -> BertTagger:
+    """The WordPiece tagger of the contract test, fitted on the five OVERFIT sentences."""
+    return builder.make(tmp_path_factory.mktemp("bert"), request).fit(OVERFIT)
+
+
+def test_training_labels_ignore_special_and_whitespace_only_tokens(trained):
+    items = trained._features([TRICKY[3], Example("가나 " * 40, (Span(0, 119, "PS"),))])
+    tags = bio_labels()
+    assert len(items) > 2  # the long text became several windows
+    for item in items:
+        assert len(item["input_ids"]) == len(item["labels"]) <= trained.config.max_length
+        assert item["labels"][0] == IGNORE and item["labels"][-1] == IGNORE
+    first = items[0]
+    assert [tags[i] for i in first["labels"] if i != IGNORE][:2] == ["O", "O"]
+    assert "B-DT" in [tags[i] for i in first["labels"] if i != IGNORE]
+
+
+class Oracle(BertTagger):
+    """Replaces only the network step (as an ONNX backend would): one-hot scores of the gold tag
+    of each subword, looked up by the window's token ids, so predict must give back gold."""
+
+    def __init__(self, tagger: BertTagger, examples: list[Example]) -> None:
+        self.__dict__.update(tagger.__dict__)
+        self.config = dataclasses.replace(tagger.config, predict_batch_size=4)  # many batches, sorted by length
+        self.gold = {}
+        for ex, enc in zip(examples, self.encoder.encode([ex.text for ex in examples])):
+            tags = token_tags_from_chars(spans_to_bio(ex.text, ex.spans), enc.offsets)
+            for w, (s, e) in enumerate(enc.wins):
+                ids = self.encoder.window_ids(enc, w)
+                lead = len(self.encoder.prefix)
+                self.gold[tuple(ids)] = [0] * lead + [self.tags.index(t or "O") for t in tags[s:e]]
+
+    def _logits(self, batch):
+        out = np.zeros((*batch["input_ids"].shape, len(self.tags)), dtype=np.float32)  # (batch, seq, labels)
+        for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"])):
+            for i, k in enumerate(self.gold[tuple(ids[mask == 1].tolist())]):
+                out[row, i, k] = 1.0
+        return out
+
+
+def test_long_texts_are_predicted_everywhere_across_windows_in_any_batch(trained):
+    long = _long_example(OVERFIT * 30)
+    also = [OVERFIT[0], _long_example(OVERFIT[1:] * 7)]
+    oracle = Oracle(trained, [long, *also])
+    assert len(trained.encoder.encode([long.text])[0].wins) > 20
+    expected = [sorted(long.spans)] + [sorted(ex.spans) for ex in also]
+    assert oracle.predict([long.text] + [ex.text for ex in also]) == expected
+
+
+def test_prediction_is_the_same_in_any_batch_order(trained):
+    texts = [ex.text for ex in OVERFIT] + [ex.text for ex in TRICKY]
+    one_by_one = [trained.predict([t])[0] for t in texts]
+    assert trained.predict(texts) == one_by_one
+    assert trained.predict(texts[::-1]) == one_by_one[::-1]
+
+
+def test_saved_folder_is_a_plain_hugging_face_model(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path / "m")
+    assert [model.config.id2label[i] for i in range(13)] == bio_labels()
+    assert AutoTokenizer.from_pretrained(tmp_path / "m").is_fast
+    assert (tmp_path / "m" / "kner.json").is_file()
+
+
+def test_xlmr_style_model_learns_exact_spans_and_keeps_its_best_epoch(request, tmp_path):
+    tagger = builder.make(tmp_path, request, "sentencepiece", epochs=30)
+    tagger.fit(OVERFIT, dev=OVERFIT)
+    assert len(tagger.history) == 30 and all(r.dev_f1 is not None and r.train_loss > 0 for r in tagger.history)
+    final = score(OVERFIT, tagger.predict([ex.text for ex in OVERFIT])).f1
+    assert final == max(r.dev_f1 for r in tagger.history) == 1.0
+
+
+def test_bad_settings_and_labels_are_refused_with_the_fix(request, tmp_path):
+    with pytest.raises(ValueError, match="stride"):
+        builder.make(tmp_path, request, max_length=10, stride=8).fit(OVERFIT)
+    with pytest.raises(ValueError, match="positions"):
+        builder.make(tmp_path, request, max_length=512).fit(OVERFIT)
+    with pytest.raises(ValueError, match="label 'XX'"):
+        builder.make(tmp_path, request).fit([Example("이순신", (Span(0, 3, "XX"),))])
+    with pytest.raises(RuntimeError, match="not trained"):
+        builder.make(tmp_path, request).predict(["이순신"])
+
+
+@pytest.mark.slow
+def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_dir):
+    """The plain `kner train bert` command under torchrun: 2 CPU processes (gloo), global batch 8
+    split 4 + 4, rank 0 alone scores dev and saves."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    kner_cli = Path(sys.executable).with_name("kner")
+    if not (torchrun.is_file() and kner_cli.is_file()):
+        pytest.skip("torchrun or the kner script is not installed beside this python")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info"}
+    cmd = [str(torchrun), "--nproc_per_node=2", "--log-dir", str(tmp_path / "logs"), "--redirects", "3",
+           str(kner_cli), "train", "bert", "--data", str(klue_dir), "--train-limit", "48", "--dev-limit", "8",
+           "--out", str(tmp_path / "run"), "--base-model", str(builder.base_model(request)), "--epochs", "2",
+           "--batch-size", "8", "--max-length", "32", "--stride", "8", "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    logs = {p.parent.name + "/" + p.name: p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*.log")}
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in logs["0/stderr.log"]
+    assert "Instantaneous batch size per device = 4" in logs["0/stderr.log"]
+    assert "saved bert" in logs["0/stdout.log"] and "saved bert" not in logs["1/stdout.log"]
+    tagger = kner.load(tmp_path / "run")
+    assert [r.epoch for r in tagger.history] == [1, 2]
+    assert len(tagger.predict(["이순신 장군"])) == 1
+    shutil.rmtree(tmp_path / "run")
+
+
+def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained):
+    from kner.models.bert_speed import compare_with_pipeline
+
+    texts = [ex.text for ex in OVERFIT] * 4 + ["가나다 " * 300]  # the long one does not fit a window
+    result = compare_with_pipeline(trained, texts, pipeline_batch_sizes=(1, 4))
+    assert result["n_texts"] == 20 and set(result["pipeline_seconds"]) == {1, 4}
+    assert result["n_comparable"] == 20 and result["n_equal_spans"] == 20, result["examples_differing"]

@@ -98,6 +98,8 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (longer: HTTP 413)")
     srv.add_argument("--max-batch", type=int, default=64, help="most texts in one request (more: HTTP 413)")
+    srv.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                     help="bert runs: onnx = onnxruntime (needs 'kner export-onnx'), auto = onnx when exported")
 
     push = sub.add_parser("push", help="publish a run directory to the Hugging Face Hub with a generated model card")
     push.add_argument("run_dir")
@@ -105,6 +107,11 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--token", help="Hugging Face token (else $HF_TOKEN or the cached login)")
     push.add_argument("--dry-run", action="store_true", help="print the model card and file list; upload nothing")
+
+    onnx = sub.add_parser("export-onnx", help="export a bert run's network to ONNX for onnxruntime inference")
+    onnx.add_argument("run_dir")
+    onnx.add_argument("--out", help="folder for model.onnx (default: RUN_DIR/onnx, where kner serve looks)")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     return parser
 
 
@@ -200,7 +207,8 @@ def _coerce(value: str, type_name: str) -> object:
 def cmd_serve(args: argparse.Namespace) -> None:
     from .serve import serve
 
-    serve(args.run_dirs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch)
+    serve(args.run_dirs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch,
+          backend=args.backend)
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -212,6 +220,13 @@ def cmd_push(args: argparse.Namespace) -> None:
         print(f"would upload to {plan.repo_id}: README.md (the card above), {', '.join(plan.files)}")
     else:
         print(f"uploaded {len(plan.files) + 1} files to {plan.url}")
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from .onnx_backend import export_onnx
+
+    path = export_onnx(args.run_dir, args.out, opset=args.opset)
+    print(f"wrote {path} (checked against torch: {path.with_name('onnx.json')})")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -230,7 +245,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "benchmark": cmd_benchmark,
-            "serve": cmd_serve, "push": cmd_push}
+            "serve": cmd_serve, "push": cmd_push, "export-onnx": cmd_export_onnx}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,8 +133,8 @@ def test_get_predict_is_a_shareable_link_to_the_same_json(client, served):
 
 def test_models_lists_family_and_dev_f1_from_kner_json(client):
     body = client.get("/models").json()
-    assert [(m["name"], m["family"], m["dev_f1"], m["n_train"]) for m in body["models"]] == [
-        ("crf-300", "crf", 0.61, 300), ("crf-100", "crf", 0.42, 100)]
+    assert [(m["name"], m["family"], m["dev_f1"], m["n_train"], m["backend"]) for m in body["models"]] == [
+        ("crf-300", "crf", 0.61, 300, "native"), ("crf-100", "crf", 0.42, 100, "native")]
     assert (body["max_chars"], body["max_batch"]) == (2000, 8)
     assert client.get("/health").json()["status"] == "ok"
 

@@ -47,10 +47,26 @@ class LoadedModel:
             return spans, (time.perf_counter() - start) * 1000
 
 
-def load_models(run_dirs: Sequence[str | Path]) -> list[LoadedModel]:
-    """Load each run directory once; a model is named after its folder (``crf``, ``crf-2`` if two share a name)."""
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def _load(path: Path, backend: str) -> Tagger:
+    """``auto``: a bert run's ONNX export when ``kner export-onnx`` wrote one (faster on CPU), else its own runtime."""
+    if read_meta(path)["family"] == "bert" and backend != "torch":
+        from .onnx_backend import ONNX_FILE, ONNX_SUBDIR, load_onnx
+
+        if backend == "onnx" or (path / ONNX_SUBDIR / ONNX_FILE).is_file():
+            return load_onnx(path)
+    return load(path)
+
+
+def load_models(run_dirs: Sequence[str | Path], backend: str = "auto") -> list[LoadedModel]:
+    """Load each run directory once; a model is named after its folder (``crf``, ``crf-2`` if two share a name).
+    ``backend`` applies to bert runs: ``torch``, ``onnx`` (needs ``kner export-onnx`` first) or ``auto``."""
     if not run_dirs:
         raise ValueError("give at least one run directory written by 'kner train'")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     loaded, taken = [], set()
     for run_dir in run_dirs:
         path = Path(run_dir).resolve()
@@ -58,7 +74,7 @@ def load_models(run_dirs: Sequence[str | Path]) -> list[LoadedModel]:
         while name in taken:
             name, n = f"{path.name}-{n}", n + 1
         taken.add(name)
-        tagger = load(path)
+        tagger = _load(path, backend)
         tagger.predict(["서울에서 warm-up."])  # lazy start-up (Kiwi, torch kernels) stays out of the first request
         loaded.append(LoadedModel(name=name, tagger=tagger, meta=read_meta(path), run_dir=str(path)))
     return loaded
@@ -114,6 +130,7 @@ class ModelInfo(BaseModel):
     family: str
     dev_f1: float | None = Field(description="micro F1 on KLUE dev recorded at training time (kner.json)")
     n_train: int | None = Field(None, description="training sentences, when recorded")
+    backend: str = Field(description="runtime of the network: onnx (onnxruntime) or native (the family's own)")
     labels: list[str]
 
 
@@ -192,7 +209,8 @@ def create_app(models: Sequence[LoadedModel], max_chars: int = DEFAULT_MAX_CHARS
     async def list_models() -> ModelsResponse:
         return ModelsResponse(max_chars=max_chars, max_batch=max_batch, models=[
             ModelInfo(name=m.name, family=m.tagger.family, dev_f1=m.meta.get("metrics", {}).get("f1"),
-                      n_train=m.meta.get("metrics", {}).get("n_train"), labels=list(m.tagger.labels))
+                      n_train=m.meta.get("metrics", {}).get("n_train"), labels=list(m.tagger.labels),
+                      backend=getattr(m.tagger, "backend", "native"))
             for m in models])
 
     @app.get("/health", response_model=Health, summary="Liveness")
@@ -210,11 +228,12 @@ def create_app(models: Sequence[LoadedModel], max_chars: int = DEFAULT_MAX_CHARS
 
 
 def serve(run_dirs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
-          max_chars: int = DEFAULT_MAX_CHARS, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+          max_chars: int = DEFAULT_MAX_CHARS, max_batch: int = DEFAULT_MAX_BATCH, backend: str = "auto") -> None:
     """Load the models and serve them with uvicorn until interrupted."""
     import uvicorn
 
-    models = load_models(run_dirs)
+    models = load_models(run_dirs, backend)
     for m in models:
-        print(f"loaded {m.name} ({m.tagger.family}) from {m.run_dir}", flush=True)
+        print(f"loaded {m.name} ({m.tagger.family}, {getattr(m.tagger, 'backend', 'native')}) from {m.run_dir}",
+              flush=True)
     uvicorn.run(create_app(models, max_chars=max_chars, max_batch=max_batch), host=host, port=port)

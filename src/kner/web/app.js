@@ -59,10 +59,12 @@ function renderLegend(labels) {
 function renderResults(response) {
   const info = Object.fromEntries(modelInfo.map((m) => [m.name, m]));
   const columns = response.models.map((m) => {
-    const f1 = info[m.model] && info[m.model].dev_f1 != null ? ` · dev F1 ${(info[m.model].dev_f1 * 100).toFixed(1)}` : "";
+    const about = info[m.model] || {};
+    const f1 = about.dev_f1 != null ? `dev F1 ${(about.dev_f1 * 100).toFixed(1)} · ` : "";
+    const backend = about.backend === "onnx" ? " (onnxruntime)" : "";
     const section = el("section", { className: "model" },
       el("h2", { textContent: m.model }),
-      el("div", { className: "meta" }, `${m.family}${f1} · `,
+      el("div", { className: "meta" }, `${m.family}${backend} · ${f1}`,
         el("span", { className: "latency", textContent: `${m.latency_ms.toFixed(1)} ms` })),
       ...m.results.map((r) => highlight(r.text, r.spans)));
     section.dataset.model = m.model;

@@ -1,0 +1,96 @@
+"""ONNX backend for the BERT family: the exported graph keeps dynamic axes, and onnxruntime gives
+the same spans as torch for every text, through the same encode/decode code."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from builders import bert as bert_builder
+from conftest import ODD_TEXTS, OVERFIT
+from fastapi.testclient import TestClient
+
+from kner import load
+from kner.cli import main
+from kner.data import load_split
+from kner.models import ModelDirError
+from kner.models.crf import CRFTagger
+from kner.onnx_backend import OnnxBertTagger, compare_backends, export_onnx, load_onnx
+from kner.serve import create_app, load_models
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "sentencepiece"])
+def exported_run(request, tmp_path_factory):
+    """A tiny BERT (WordPiece) or XLM-R-style (SentencePiece) tagger fitted on OVERFIT, saved and exported."""
+    root = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    tagger = bert_builder.make(root, request, kind=request.param).fit(OVERFIT)
+    run = tagger.save(root / f"bert-{request.param}")
+    export_onnx(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def texts(klue_dir):
+    return [ex.text for ex in OVERFIT] + ODD_TEXTS + [ex.text for ex in load_split("dev", klue_dir, limit=40)]
+
+
+def test_export_keeps_batch_and_sequence_dynamic_and_records_its_check(exported_run):
+    graph = onnx.load(str(exported_run / "onnx" / "model.onnx")).graph
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims[:2]] == ["batch", "sequence"], value.name
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    record = json.loads((exported_run / "onnx" / "onnx.json").read_text())
+    assert record["check_max_abs_diff"] < 1e-3
+
+
+def test_onnx_predicts_the_same_spans_as_torch_for_every_text(exported_run, texts):
+    torch_spans = load(exported_run).predict(texts)
+    onnx_spans = load_onnx(exported_run).predict(texts)
+    assert onnx_spans == torch_spans
+    assert onnx_spans[: len(OVERFIT)] == [sorted(ex.spans) for ex in OVERFIT]  # a trained model, not a blank one
+
+
+def test_compare_backends_reports_both_timings_and_identical_spans(exported_run, texts):
+    result = compare_backends(exported_run, texts, repeats=2)
+    assert result["identical_spans"] and result["texts_with_different_spans"] == 0
+    assert len(result["torch_seconds"]) == len(result["onnx_seconds"]) == 2 and result["n_texts"] == len(texts)
+    assert result["onnx_speedup"] == result["torch_median_seconds"] / result["onnx_median_seconds"]
+
+
+def test_onnx_tagger_only_predicts(exported_run, tmp_path):
+    tagger = load_onnx(exported_run)
+    assert isinstance(tagger, OnnxBertTagger) and tagger.family == "bert"
+    with pytest.raises(TypeError, match="export-onnx"):
+        tagger.fit(OVERFIT)
+    with pytest.raises(TypeError, match="torch tagger"):
+        tagger.save(tmp_path / "copy")
+
+
+def test_cli_exports_to_a_chosen_folder(exported_run, tmp_path, capsys):
+    main(["export-onnx", str(exported_run), "--out", str(tmp_path / "elsewhere")])
+    assert (tmp_path / "elsewhere" / "model.onnx").is_file() and "wrote" in capsys.readouterr().out
+    assert load_onnx(exported_run, tmp_path / "elsewhere" / "model.onnx").predict([OVERFIT[0].text]) == [
+        sorted(OVERFIT[0].spans)]
+
+
+def test_serve_uses_the_export_when_there_is_one_unless_told_torch(exported_run):
+    (auto,), (native,) = load_models([exported_run]), load_models([exported_run], backend="torch")
+    assert isinstance(auto.tagger, OnnxBertTagger) and not isinstance(native.tagger, OnnxBertTagger)
+    with TestClient(create_app([auto])) as http:
+        assert http.get("/models").json()["models"][0]["backend"] == "onnx"
+        spans = http.post("/predict", json={"text": OVERFIT[3].text}).json()["models"][0]["results"][0]["spans"]
+    assert [(s["start"], s["end"], s["label"]) for s in spans] == [(s.start, s.end, s.label) for s in OVERFIT[3].spans]
+
+
+def test_non_bert_runs_and_missing_exports_are_refused_with_the_fix(tmp_path, request):
+    crf = CRFTagger(max_iterations=5).fit(OVERFIT).save(tmp_path / "crf")
+    with pytest.raises(ModelDirError, match="crf model; ONNX export covers the bert family"):
+        export_onnx(crf)
+    with pytest.raises(SystemExit, match="kner export-onnx: .*crf model"):
+        main(["export-onnx", str(crf)])
+    bert = bert_builder.make(tmp_path, request, epochs=1).fit(OVERFIT[:1]).save(tmp_path / "bert")
+    with pytest.raises(ModelDirError, match="kner export-onnx"):
+        load_onnx(bert)
+    with pytest.raises(ModelDirError, match="kner export-onnx"):
+        load_models([bert], backend="onnx")

@@ -142,3 +142,20 @@ def test_cli_dry_run_prints_the_card_and_the_file_list(crf_run, capsys):
 def test_cli_push_of_a_folder_that_is_not_a_model_exits_with_a_message(tmp_path):
     with pytest.raises(SystemExit, match="kner push: .*kner.json"):
         main(["push", str(tmp_path), "--repo", "me/x", "--dry-run"])
+
+
+def test_a_real_bert_run_gets_the_transformers_card_and_its_pipeline_snippet_works(tmp_path, request):
+    from builders import bert as bert_builder
+    from transformers import pipeline
+
+    from kner.onnx_backend import export_onnx
+
+    run = bert_builder.make(tmp_path, request).fit(OVERFIT).save(tmp_path / "bert", metrics=METRICS)
+    export_onnx(run)
+    result = plan(run, "me/kner-bert")
+    card = ModelCard(result.card)
+    assert card.data.library_name == "transformers" and "onnx/model.onnx" in card.text
+    assert {"config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx"} <= set(result.files)
+    # What the card's snippet does, on the local folder instead of the hub id.
+    found = pipeline("token-classification", model=str(run), aggregation_strategy="simple", device="cpu")(OVERFIT[0].text)
+    assert {g["entity_group"] for g in found} == {s.label for s in OVERFIT[0].spans}

@@ -95,7 +95,7 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         _results_section(metrics),
         _speed_section(meta),
         _data_section(metrics),
-        _usage_section(repo_id, hf_ready),
+        _usage_section(repo_id, hf_ready, (run_dir / "onnx" / "model.onnx").is_file()),
         "## Hyperparameters\n\n```json\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```",
         _history_section(meta),
         "## License\n\nThe weights are derived from KLUE NER, which is licensed CC BY-SA 4.0, "
@@ -161,7 +161,7 @@ def _data_section(metrics: dict) -> str:
     )
 
 
-def _usage_section(repo_id: str, hf_ready: bool) -> str:
+def _usage_section(repo_id: str, hf_ready: bool, has_onnx: bool) -> str:
     parts = [
         "## Usage",
         "With kner (`pip install kner huggingface_hub`):",
@@ -179,6 +179,9 @@ def _usage_section(repo_id: str, hf_ready: bool) -> str:
             f'print(ner("{EXAMPLE}"))\n```',
             "kner's own `predict` additionally handles texts longer than one window and returns exact character spans.",
         ]
+    if has_onnx:
+        parts.append("`onnx/model.onnx` is the same network exported for onnxruntime (`kner export-onnx`); "
+                     "`kner serve` and `kner.onnx_backend.load_onnx` use it and give the same spans as torch.")
     return "\n\n".join(parts)
 
 

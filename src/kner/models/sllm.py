@@ -1,0 +1,353 @@
+"""A small causal language model fine-tuned to rewrite a sentence with inline entity markup.
+
+Prompt: a short Korean instruction naming the six types, then the sentence (inside the
+tokenizer's chat template when it has one). Target: the same sentence with markup,
+``<이순신:PS> 장군은 …``, escaped by :func:`kner.align.to_markup` (``\\<``, ``\\>``, ``\\\\``) so
+that a ``<`` in the text is never mistaken for markup. The loss covers the target only.
+
+Prediction is greedy and, by default, constrained (:mod:`kner.models.sllm_decode`): the output
+can only be this exact sentence with well-formed markup, so every output becomes spans over the
+input. Unconstrained decoding (``constrained=False``) is read by a tolerant parser, and
+:attr:`SLLMTagger.last_parse_failures` counts the outputs it had to repair.
+
+The model directory holds the LoRA adapter (or, with ``lora=False``, the full weights), the
+tokenizer, ``prompt.json`` and ``kner.json``. A LoRA directory names its base model in the
+config (``base_model``) and loads it from there: the adapter is a few MB instead of a copy of the
+base weights, and base weights under terms like Gemma's are not passed on with every model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import Trainer, TrainerCallback
+
+from ..align import to_markup
+from ..scoring import score
+from ..types import Example, Span
+from . import hf_common
+from .base import EpochRecord, Tagger
+from .sllm_decode import MarkupAutomaton, TokenTable, chunks, greedy, read_output
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+PROMPT_FILE = "prompt.json"
+INSTRUCTION = ("문장의 개체명을 <개체명:유형>으로 표시하세요. 유형: PS 인물, LC 지명, OG 기관, DT 날짜, TI 시간, QT 수량.")
+
+
+@dataclass
+class SLLMConfig:
+    base_model: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    """Causal LM to fine-tune: hub id or local folder. Default: Qwen2.5 0.5B Instruct, which
+    reads Korean, has a chat template and a byte-level BPE (every character writable), is
+    Apache-2.0 and ungated, and fine-tunes with LoRA on one consumer GPU (or slowly on a CPU)."""
+    instruction: str = INSTRUCTION
+    """The instruction before each sentence (part of the saved prompt format)."""
+    lora: bool = True
+    """Train a LoRA adapter (peft); False fine-tunes every weight."""
+    lora_rank: int = 16
+    """LoRA rank r."""
+    lora_alpha: int = 32
+    """LoRA scaling alpha."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_targets: str = "all-linear"
+    """Modules LoRA adapts: 'all-linear' or comma-separated names (e.g. q_proj,v_proj)."""
+    lr: float = 2e-4
+    """AdamW peak learning rate."""
+    epochs: int = 2
+    """Training epochs; the epoch with the best dev F1 is kept."""
+    batch_size: int = 8
+    """Training sequences per optimiser step."""
+    warmup_ratio: float = 0.03
+    """Fraction of the steps spent warming the learning rate up (then linear decay)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    eval_limit: int = 200
+    """Dev sentences decoded after each epoch to pick the best epoch; 0 skips it."""
+    constrained: bool = True
+    """Constrained decoding (output is always this sentence with valid markup)."""
+    max_chars: int = 300
+    """Longer texts are cut at sentence ends or whitespace into pieces of at most this many characters."""
+    predict_batch_size: int = 16
+    """Text pieces generated together."""
+    seed: int = 42
+    """Seed for LoRA initialisation, dropout and shuffling."""
+    precision: str = "auto"
+    """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    num_threads: int = 0
+    """torch CPU threads during fit/predict; 0 = torch's default."""
+
+
+class SLLMTagger(Tagger):
+    """Generative NER: a causal LM rewrites each sentence with ``<surface:TYPE>`` markup."""
+
+    family = "sllm"
+    Config = SLLMConfig
+    benchmark_limits = {"train": 2000, "dev": 500}
+
+    def __init__(self, config: SLLMConfig | None = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        if self.config.max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, not {self.config.max_chars}")
+        self.device = hf_common.pick_device(self.config.device)
+        self.precision = hf_common.pick_precision(self.config.precision, self.device)
+        self.model = None
+        self.tokenizer = None
+        self.table: TokenTable | None = None
+        self.last_parse_failures = 0
+        """Outputs of the last predict call that were not exact markup of their input."""
+        self.last_generated_tokens = 0
+
+    # --- prompt format ---------------------------------------------------------------------------
+    def _attach(self, tokenizer, model) -> None:
+        self.tokenizer, self.model = tokenizer, model.to(self.device)
+        self.table = TokenTable(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"{self.config.base_model}'s tokenizer has no eos token to end the target with")
+        stops = model.generation_config.eos_token_id if model.generation_config is not None else None
+        self.stop_ids = {tokenizer.eos_token_id} | set(stops if isinstance(stops, list) else [stops] if stops is not None else [])
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of the prompt for ``text``; generation continues right after them."""
+        content = f"{self.config.instruction}\n{text}"
+        if self.tokenizer.chat_template:
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                        add_generation_prompt=True)
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(content + "\n")["input_ids"]
+
+    def target_ids(self, example: Example) -> list[int]:
+        markup = to_markup(example.text, example.spans)
+        return self.tokenizer(markup, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    # --- prediction ----------------------------------------------------------------------------
+    def _generate(self, texts: list[str], constrained: bool) -> tuple[list[list[Span]], int, int]:
+        """Spans per text, outputs that needed repair, tokens generated. Texts are cut into
+        pieces of at most ``max_chars``; pieces are generated longest first in batches."""
+        pieces = [(t, off, piece) for t, text in enumerate(texts) for off, piece in chunks(text, self.config.max_chars)
+                  if piece.strip()]
+        prompts = [self.prompt_ids(piece) for _, _, piece in pieces]
+        order = sorted(range(len(pieces)), key=lambda i: -len(prompts[i]))
+        spans: list[list[Span]] = [[] for _ in texts]
+        failures = generated = 0
+        bs = self.config.predict_batch_size
+        batches = [order[s:s + bs] for s in range(0, len(order), bs)]
+        for batch in tqdm(batches, desc="sllm predict", leave=False, disable=len(batches) <= 2):
+            automata = [MarkupAutomaton(pieces[i][2], self.table, self.labels) for i in batch] if constrained else None
+            budget = [2 * (len(prompts[i]) + 16) for i in batch]  # unconstrained: markup is about the text's length
+            outputs = greedy(self.model, [prompts[i] for i in batch], self.pad_id, automata, self.stop_ids, budget)
+            for i, out in zip(batch, outputs):
+                t, off, piece = pieces[i]
+                found, exact = read_output(self.table.text(out), piece, self.labels)
+                failures += not exact
+                generated += len(out)
+                spans[t] += [Span(s.start + off, s.end + off, s.label) for s in found]
+        return spans, failures, generated
+
+    def _predict(self, texts: list[str]) -> list[list[Span]]:
+        if self.model is None:
+            raise RuntimeError("this sllm tagger is not trained yet: call fit() or kner.load() first")
+        self.model.eval()
+        with hf_common.threads(self.config.num_threads), hf_common.autocast(self.device, self.precision):
+            spans, self.last_parse_failures, self.last_generated_tokens = self._generate(texts, self.config.constrained)
+        return spans
+
+    # --- training ------------------------------------------------------------------------------
+    def _features(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
+        items = []
+        for ex in examples:
+            for off, piece in chunks(ex.text, self.config.max_chars):
+                inside = [Span(s.start - off, s.end - off, s.label) for s in ex.spans
+                          if s.start >= off and s.end <= off + len(piece)]
+                if piece.strip():
+                    prompt = self.prompt_ids(piece)  # "input_ids" also lets group_by_length see the lengths
+                    items.append({"input_ids": prompt + self.target_ids(Example(piece, tuple(inside))),
+                                  "n_prompt": len(prompt)})
+        return items
+
+    def _load_base(self):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg = self.config
+        local = hf_common.local_only(cfg.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=local)
+        # Frozen LoRA base weights can live in half precision on a GPU; trained weights stay fp32
+        # (the Trainer's autocast runs the matmuls in bf16/fp16).
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision) if cfg.lora else None
+        model = AutoModelForCausalLM.from_pretrained(cfg.base_model, local_files_only=local, dtype=half or torch.float32)
+        return tokenizer, model
+
+    def _with_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+        return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                target_modules=targets, task_type="CAUSAL_LM"))
+
+    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "SLLMTagger":
+        from transformers import TrainingArguments, set_seed
+
+        cfg = self.config
+        train = [ex for ex in train if ex.text.strip()]
+        if not train:
+            raise ValueError("fit needs at least one non-blank training example")
+        dev = [ex for ex in dev or [] if ex.text.strip()][: cfg.eval_limit]
+        with hf_common.threads(cfg.num_threads):
+            set_seed(cfg.seed)
+            tokenizer, model = self._load_base()
+            self._attach(tokenizer, self._with_lora(model) if cfg.lora else model)
+            items = self._features(train)
+            with tempfile.TemporaryDirectory(prefix="kner-sllm-") as tmp:
+                args = TrainingArguments(
+                    output_dir=tmp, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+                    num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                    lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="no", eval_strategy="no",
+                    save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
+                    fp16=self.precision == "fp16", bf16=self.precision == "bf16", remove_unused_columns=False,
+                    train_sampling_strategy="group_by_length", disable_tqdm=False)
+                epochs = _EpochLog(self, dev)
+                trainer = _TargetOnlyTrainer(model=self.model, args=args, train_dataset=items,
+                                             data_collator=_LeftPadCollator(self.pad_id), callbacks=[epochs])
+                epochs.trainer = trainer
+                trainer.train()
+            if epochs.best_state is not None:
+                self.model.load_state_dict(epochs.best_state, strict=False)
+        self.model.eval()
+        self.train_seconds = sum(r.seconds for r in self.history)
+        return self
+
+    # --- the model directory -------------------------------------------------------------------
+    def _save(self, directory: Path) -> None:
+        if self.model is None:
+            raise RuntimeError("cannot save an untrained sllm tagger")
+        self.model.save_pretrained(directory)  # LoRA: adapter_model.safetensors + adapter_config.json
+        self.tokenizer.save_pretrained(directory)
+        example = Example("이순신은 조선의 장군이다.", (Span(0, 3, "PS"), Span(5, 7, "LC")))
+        (directory / PROMPT_FILE).write_text(json.dumps({
+            "instruction": self.config.instruction, "chat_template": bool(self.tokenizer.chat_template),
+            "target": "to_markup(text, spans): <surface:TYPE>, with \\ < > in the text backslash-escaped, then eos",
+            "example_prompt": self.tokenizer.decode(self.prompt_ids(example.text)),
+            "example_target": to_markup(example.text, example.spans)}, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    @classmethod
+    def _load(cls, directory: Path, config: SLLMConfig) -> "SLLMTagger":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tagger = cls(config)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        if not config.lora:
+            model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        else:
+            from peft import PeftModel
+
+            try:
+                _, base = tagger._load_base()
+            except OSError as exc:
+                raise OSError(f"this LoRA model needs its base model {config.base_model!r}, which could not be loaded "
+                              f"({exc}); make it available there") from exc
+            model = PeftModel.from_pretrained(base, directory, local_files_only=True)
+        tagger._attach(tokenizer, model)
+        tagger.model.eval()
+        return tagger
+
+
+# --- training pieces ------------------------------------------------------------------------------
+
+class _LeftPadCollator:
+    """Prompt + target, left-padded so every target ends in the last column. Labels cover only
+    the last K columns (K = longest target), so the loss needs the logits of K + 1 positions and
+    the vocabulary projection skips the prompts (it dominates the cost with a 150-260k vocab)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(it["input_ids"]) for it in items)
+        k = max(len(it["input_ids"]) - it["n_prompt"] for it in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        labels = torch.full((len(items), k), IGNORE, dtype=torch.long)
+        for r, it in enumerate(items):
+            seq, target = it["input_ids"], it["input_ids"][it["n_prompt"]:]
+            ids[r, width - len(seq):] = torch.tensor(seq)
+            mask[r, width - len(seq):] = 1
+            labels[r, k - len(target):] = torch.tensor(target)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+                "labels": labels}
+
+
+class _TargetOnlyTrainer(Trainer):
+    """Cross-entropy on the target tokens only, from the logits of the last K + 1 positions."""
+
+    epoch_loss: list[float]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")  # (batch, K)
+        out = model(**inputs, logits_to_keep=labels.shape[1] + 1)
+        logits = out.logits[:, :-1]  # (batch, K, vocab): position t predicts token t + 1
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        if model.training:
+            self.__dict__.setdefault("epoch_loss", []).append(loss.item())
+        return (loss, out) if return_outputs else loss
+
+
+class _EpochLog(TrainerCallback):
+    """After each epoch: decode the (capped) dev set, score it with :func:`kner.scoring.score`,
+    append an :class:`EpochRecord`, and keep a copy of the best trainable weights."""
+
+    def __init__(self, tagger: SLLMTagger, dev: list[Example]) -> None:
+        self.tagger, self.dev, self.trainer = tagger, dev, None
+        self.best_f1, self.best_state = -1.0, None
+        self.started = time.perf_counter()
+        tagger.history = []
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        self.trainer.epoch_loss = []
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        tagger, seconds = self.tagger, time.perf_counter() - self.started
+        losses = self.trainer.epoch_loss
+        f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
+        tagger.model.train()
+        record = EpochRecord(round(state.epoch), seconds, sum(losses) / max(1, len(losses)), f1)
+        tagger.history.append(record)
+        log.info("sllm epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
+                 "-" if f1 is None else f"{f1:.4f}", seconds)
+        if f1 is None or f1 > self.best_f1:  # without dev data the last epoch is kept
+            self.best_f1 = -1.0 if f1 is None else f1
+            self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in tagger.model.named_parameters()
+                               if p.requires_grad}
+
+
+# --- constrained vs unconstrained, side by side ---------------------------------------------------
+
+def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example]) -> dict:
+    """F1 (:func:`kner.scoring.score`), outputs needing repair, sentences/s and generated tokens/s
+    of constrained and unconstrained greedy decoding on the same examples, in one run."""
+    examples = [ex for ex in examples if ex.text.strip()]
+    texts = [ex.text for ex in examples]
+    tagger.model.eval()
+    out = {"n_sentences": len(texts), "device": str(tagger.device)}
+    with hf_common.threads(tagger.config.num_threads), hf_common.autocast(tagger.device, tagger.precision):
+        tagger._generate(texts[:2], True)  # warm-up
+        for name, constrained in (("constrained", True), ("unconstrained", False)):
+            start = time.perf_counter()
+            spans, failures, tokens = tagger._generate(texts, constrained)
+            seconds = time.perf_counter() - start
+            out[name] = {"f1": score(examples, spans).f1, "parse_failures": failures, "seconds": round(seconds, 2),
+                         "sentences_per_s": round(len(texts) / seconds, 2),
+                         "generated_tokens_per_s": round(tokens / seconds, 1), "generated_tokens": tokens}
+    return out

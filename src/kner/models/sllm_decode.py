@@ -1,0 +1,351 @@
+"""Decoding for the ``sllm`` family: constrained greedy generation, a tolerant parser for free
+output, and long-text chunking.
+
+The model writes the input sentence back with inline markup (``<이순신:PS> 장군은 …``, escaped as
+:func:`kner.align.to_markup` escapes it). Constrained decoding runs an automaton over the *bytes*
+of that markup: at each step only tokens whose whole byte string continues a well-formed markup
+of exactly this input are allowed, so every output parses into spans over the original text.
+Bytes rather than characters, because byte-level BPE (Qwen, GPT-2) and byte-fallback
+SentencePiece (Gemma, Llama) tokens may hold part of a UTF-8 character; with bytes, an emoji or
+a control character the vocabulary lacks is still written, one byte token at a time.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Sequence
+
+import torch
+
+from ..align import MarkupError, parse_markup
+from ..types import LABELS, Span
+
+_ESCAPED = {"\\": b"\\\\", "<": b"\\<", ">": b"\\>"}
+
+
+# --- token ids -> the bytes they write ------------------------------------------------------
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: ByteLevel BPE writes byte b as a printable char."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _decoder_types(node) -> set[str]:
+    if isinstance(node, dict):
+        return ({node["type"]} if "type" in node else set()) | {t for v in node.values() for t in _decoder_types(v)}
+    if isinstance(node, list):
+        return {t for v in node for t in _decoder_types(v)}
+    return set()
+
+
+def token_bytes(tokenizer) -> list[bytes | None]:
+    """The bytes each token id adds to the output; ``None`` for special tokens (never generated).
+
+    Read from the token strings and the tokenizer's decoder (ByteLevel, or ``▁`` spaces with
+    ``<0xNN>`` byte fallback), then checked on a probe text, because decoding ids one at a
+    time with ``tokenizer.decode`` loses partial UTF-8 characters and leading spaces."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; sllm needs a tokenizer.json")
+    types = _decoder_types(json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder"))
+    special = {i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special} | set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    byte_level = "ByteLevel" in types
+    table = _byte_decoder()
+    fallback = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+    out: list[bytes | None] = []
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            out.append(None)
+        elif byte_level and all(c in table for c in piece):
+            out.append(bytes(table[c] for c in piece))
+        elif "ByteFallback" in types and fallback.fullmatch(piece):
+            out.append(bytes([int(piece[3:5], 16)]))
+        else:
+            out.append(piece.replace("▁", " ").encode("utf-8"))
+    probe = "이순신 <장군:PS> a\\b 😀 漢字\t\x01 5㎞"
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    written = b"".join(out[i] or b"" for i in ids)
+    if written not in (probe.encode(), b" " + probe.encode()):  # SentencePiece may prefix a space
+        raise ValueError(f"cannot read this tokenizer's tokens as bytes ({sorted(types)} decoder): {probe!r} came back "
+                         f"as {written!r}; sllm needs a byte-level BPE or byte-fallback SentencePiece tokenizer")
+    missing = set(range(256)) - {b[0] for b in out if b is not None and len(b) == 1}
+    if missing:
+        raise ValueError(f"the tokenizer has no single-byte token for {len(missing)} byte values (e.g. {min(missing):#04x}), "
+                         "so constrained decoding could not write every text; use a byte-level or byte-fallback tokenizer")
+    return out
+
+
+class TokenTable:
+    """Token byte strings, indexed for the automaton: ids by bytes, and every token prefix."""
+
+    def __init__(self, tokenizer) -> None:
+        self.bytes = token_bytes(tokenizer)
+        self.ids_of: dict[bytes, list[int]] = {}
+        self.prefixes: set[bytes] = set()
+        for i, b in enumerate(self.bytes):
+            if b:
+                self.ids_of.setdefault(b, []).append(i)
+                self.prefixes.update(b[:k] for k in range(1, len(b) + 1))
+
+    def text(self, ids: Sequence[int]) -> str:
+        return b"".join(self.bytes[i] or b"" for i in ids).decode("utf-8", errors="replace")
+
+
+# --- the markup automaton -----------------------------------------------------------------------
+
+class MarkupAutomaton:
+    """Which tokens may come next so the output stays a well-formed markup of ``text``.
+
+    A configuration is ``(i, inside, nonempty, partial)``: ``text[:i]`` written, an entity open
+    or not (and holding at least one character), and the bytes written so far of the next unit.
+    Units are one escaped text character, ``<`` (outside an entity, never before whitespace) and
+    ``:TYPE>`` (inside a non-empty entity). ``:`` is both a text unit and the start of a close,
+    so the automaton keeps a set of configurations (never more than two)."""
+
+    def __init__(self, text: str, table: TokenTable, labels: Sequence[str] = LABELS) -> None:
+        self.text, self.table = text, table
+        self.units = [_ESCAPED.get(c) or c.encode("utf-8") for c in text]
+        self.closes = [f":{label}>".encode() for label in labels]
+        self.states = frozenset({(0, False, False, b"")})
+
+    def _next(self, i: int, inside: bool, nonempty: bool) -> list[tuple[bytes, tuple]]:
+        """The units allowed in a configuration, each with the configuration it leads to."""
+        out = []
+        if i < len(self.text):
+            out.append((self.units[i], (i + 1, inside, inside, b"")))
+            if not inside and not self.text[i].isspace():
+                out.append((b"<", (i, True, False, b"")))
+        if inside and nonempty:
+            out += [(close, (i, False, False, b"")) for close in self.closes]
+        return out
+
+    def _step(self, states: frozenset, byte: int) -> frozenset:
+        out = set()
+        for i, inside, nonempty, partial in states:
+            grown = partial + bytes([byte])
+            for unit, after in self._next(i, inside, nonempty):
+                if unit == grown:
+                    out.add(after)
+                elif unit.startswith(grown):
+                    out.add((i, inside, nonempty, grown))
+        return frozenset(out)
+
+    def _next_bytes(self, states: frozenset) -> set[int]:
+        return {unit[len(p)] for i, ins, ne, p in states for unit, _ in self._next(i, ins, ne)
+                if len(unit) > len(p) and unit.startswith(p)}
+
+    @property
+    def done(self) -> bool:
+        return (len(self.text), False, False, b"") in self.states
+
+    def allowed(self) -> list[int]:
+        """Every token whose whole byte string is a valid continuation (depth-first over the
+        automaton, pruned by the set of token prefixes, so a step costs a few set lookups)."""
+        out: list[int] = []
+        stack = [(b"", self.states)]
+        while stack:
+            prefix, states = stack.pop()
+            for byte in self._next_bytes(states):
+                grown = prefix + bytes([byte])
+                if grown in self.table.prefixes:
+                    after = self._step(states, byte)
+                    out += self.table.ids_of.get(grown, ())
+                    stack.append((grown, after))
+        return out
+
+    def advance(self, token: int) -> None:
+        for byte in self.table.bytes[token]:
+            self.states = self._step(self.states, byte)
+        if not self.states:
+            raise RuntimeError(f"token {token} is not a valid continuation; constrained decoding is broken")
+
+
+# --- batched greedy generation with a KV cache ---------------------------------------------------
+
+@torch.inference_mode()
+def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Sequence[MarkupAutomaton] | None,
+           stop_ids: set[int], max_new: Sequence[int]) -> list[list[int]]:
+    """Greedy continuations of left-padded ``prompts``, one forward per step on a KV cache.
+
+    Hand-written rather than ``model.generate`` with a ``LogitsProcessor``: the per-row automaton
+    advances right where the token is chosen, a row stops the moment its input is reproduced
+    (no end token to force), and the same loop serves unconstrained decoding (``automata`` None:
+    stop at ``stop_ids`` or ``max_new``) so their speeds compare fairly."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (rows, vocab)
+    out: list[list[int]] = [[] for _ in prompts]
+    done = [bool(automata) and automata[r].done for r in range(rows)]
+    step_pos = positions[:, -1:]  # (rows, 1)
+    while not all(done):
+        scores = torch.full_like(logits, float("-inf"))
+        free, ri, ci = [], [], []
+        for r in range(rows):
+            if done[r]:
+                continue
+            if automata is None:
+                free.append(r)
+            else:
+                allowed = automata[r].allowed()
+                ri += [r] * len(allowed)
+                ci += allowed
+        if free:
+            scores[free] = logits[free]
+        if ri:
+            ri_t, ci_t = torch.tensor(ri, device=device), torch.tensor(ci, device=device)
+            scores[ri_t, ci_t] = logits[ri_t, ci_t]
+        choice = scores.argmax(-1).tolist()
+        feed = []
+        for r in range(rows):
+            if done[r]:
+                feed.append(pad_id)
+                continue
+            token = choice[r]
+            feed.append(token)
+            if automata is None:
+                if token in stop_ids:
+                    done[r] = True
+                    continue
+                out[r].append(token)
+                done[r] = len(out[r]) >= max_new[r]
+            else:
+                out[r].append(token)
+                automata[r].advance(token)
+                done[r] = automata[r].done
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+        step_pos = step_pos + 1
+        logits = model(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=mask, position_ids=step_pos,
+                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (rows, vocab)
+    return out
+
+
+# --- parsing model output back to spans over the input ------------------------------------------
+
+def lenient_markup(markup: str, labels: Sequence[str] = LABELS) -> tuple[str, list[Span]]:
+    """Like :func:`kner.align.parse_markup` but never fails: a ``<`` inside an entity restarts
+    it, a ``>`` without ``:LABEL`` or a never-closed ``<`` are kept as text."""
+    text: list[str] = []
+    spans: list[Span] = []
+    open_at, i = -1, 0
+    while i < len(markup):
+        ch = markup[i]
+        if ch == "\\" and i + 1 < len(markup):
+            text.append(markup[i + 1])
+            i += 2
+            continue
+        if ch == "<":
+            if open_at >= 0:
+                text.insert(open_at, "<")
+            open_at = len(text)
+        elif ch == ">" and open_at >= 0:
+            head, colon, label = "".join(text[open_at:]).rpartition(":")
+            if colon and label in labels and head:
+                del text[open_at + len(head):]
+                spans.append(Span(open_at, len(text), label))
+            else:
+                text.insert(open_at, "<")
+                text.append(">")
+            open_at = -1
+        else:
+            text.append(ch)
+        i += 1
+    if open_at >= 0:
+        text.insert(open_at, "<")
+    return "".join(text), spans
+
+
+def align_spans(written: str, spans: Sequence[Span], text: str) -> list[Span]:
+    """Move spans over ``written`` (what the model wrote) onto ``text`` (the real input): through
+    the characters the two share (difflib), else to the nearest occurrence of the surface;
+    spans that cannot be placed, or that would overlap, are dropped."""
+    at: dict[int, int] = {}
+    for a, b, n in difflib.SequenceMatcher(None, written, text, autojunk=False).get_matching_blocks():
+        at.update({a + k: b + k for k in range(n)})
+    placed: list[Span] = []
+    for span in spans:
+        surface = written[span.start:span.end].strip()
+        start = at.get(span.start)
+        if start is not None and text.startswith(surface, start) and surface:
+            placed.append(Span(start, start + len(surface), span.label))
+            continue
+        hits = [m.start() for m in re.finditer(re.escape(surface), text)] if surface else []
+        if hits:
+            guess = at.get(span.start, span.start)
+            best = min(hits, key=lambda h: abs(h - guess))
+            placed.append(Span(best, best + len(surface), span.label))
+    out, last = [], 0
+    for span in sorted(placed):
+        if span.start >= last:
+            out.append(span)
+            last = span.end
+    return out
+
+
+def trim_span(text: str, span: Span) -> Span | None:
+    """The span without surrounding whitespace (None if nothing is left)."""
+    s, e = span.start, span.end
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return Span(s, e, span.label) if e > s else None
+
+
+def read_output(output: str, text: str, labels: Sequence[str] = LABELS) -> tuple[list[Span], bool]:
+    """Spans over ``text`` from the model's ``output``, and whether it parsed exactly (valid
+    markup of exactly ``text``). Otherwise the tolerant path recovers what it can."""
+    try:
+        written, spans = parse_markup(output, labels)
+        exact = written == text
+    except MarkupError:
+        exact = False
+    if not exact:
+        written, spans = lenient_markup(output, labels)
+        spans = align_spans(written, spans, text)
+    trimmed = (trim_span(text, s) for s in spans)
+    return [s for s in trimmed if s is not None], exact
+
+
+# --- long texts ------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"[.!?。…][\"'”’)\]]*\s+")
+
+
+def chunks(text: str, max_chars: int) -> list[tuple[int, str]]:
+    """``(offset, piece)`` pieces of at most ``max_chars`` characters covering ``text``: cut
+    after the last sentence end in the window's second half, else at its last whitespace, else
+    hard; so an entity is split only when a window holds no break at all."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, not {max_chars}")
+    out, start = [], 0
+    while len(text) - start > max_chars:
+        window = text[start:start + max_chars]
+        ends = [m.end() for m in _SENTENCE_END.finditer(window) if m.end() > max_chars // 2]
+        spaces = [m.end() for m in re.finditer(r"\s+", window) if 0 < m.end() < len(window)]
+        cut = ends[-1] if ends else spaces[-1] if spaces else max_chars
+        out.append((start, window[:cut]))
+        start += cut
+    out.append((start, text[start:]))
+    return out

@@ -13,6 +13,7 @@ _FAMILIES = {
     "crf": "kner.models.crf:CRFTagger",
     "bilstm-crf": "kner.models.bilstm_crf:BiLSTMCRFTagger",
     "bert": "kner.models.bert:BertTagger",
+    "sllm": "kner.models.sllm:SLLMTagger",
 }
 
 

@@ -171,6 +171,13 @@ class MarkupAutomaton:
 
 # --- batched greedy generation with a KV cache ---------------------------------------------------
 
+def _decoder_and_head(model):
+    """The transformer body and the output projection of a causal LM (through a peft wrapper:
+    its LoRA layers stay active inside the body; "all-linear" LoRA leaves the head alone)."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return core.get_decoder(), core.get_output_embeddings()
+
+
 @torch.inference_mode()
 def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Sequence[MarkupAutomaton] | None,
            stop_ids: set[int], max_new: Sequence[int]) -> list[list[int]]:
@@ -178,11 +185,15 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
 
     Hand-written rather than ``model.generate`` with a ``LogitsProcessor``: the per-row automaton
     advances right where the token is chosen, a row stops the moment its input is reproduced
-    (no end token to force), and the same loop serves unconstrained decoding (``automata`` None:
-    stop at ``stop_ids`` or ``max_new``) so their speeds compare fairly."""
+    (no end token to force), and only the allowed tokens' logits are computed. The output
+    projection onto a 150-260k vocabulary costs more than the whole body of a small model, and
+    a constrained step allows a handful of tokens. The same loop serves unconstrained decoding
+    (``automata`` None: full logits, stop at ``stop_ids`` or ``max_new``), so speeds compare fairly.
+    Softcapping or scaling of final logits is monotonic, so skipping it leaves the argmax alone."""
     from transformers import DynamicCache
 
-    device = next(model.parameters()).device
+    decoder, head = _decoder_and_head(model)
+    device = head.weight.device
     rows, width = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
     mask = torch.zeros((rows, width), dtype=torch.long)
@@ -192,36 +203,33 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
     cache = DynamicCache(config=model.config)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (rows, vocab)
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                     use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
     out: list[list[int]] = [[] for _ in prompts]
     done = [bool(automata) and automata[r].done for r in range(rows)]
     step_pos = positions[:, -1:]  # (rows, 1)
     while not all(done):
-        scores = torch.full_like(logits, float("-inf"))
-        free, ri, ci = [], [], []
-        for r in range(rows):
-            if done[r]:
-                continue
-            if automata is None:
-                free.append(r)
-            else:
-                allowed = automata[r].allowed()
-                ri += [r] * len(allowed)
-                ci += allowed
-        if free:
-            scores[free] = logits[free]
-        if ri:
-            ri_t, ci_t = torch.tensor(ri, device=device), torch.tensor(ci, device=device)
-            scores[ri_t, ci_t] = logits[ri_t, ci_t]
-        choice = scores.argmax(-1).tolist()
-        feed = []
-        for r in range(rows):
-            if done[r]:
-                feed.append(pad_id)
-                continue
-            token = choice[r]
-            feed.append(token)
+        live = [r for r in range(rows) if not done[r]]
+        if automata is None:
+            choice = dict(zip(live, head(hidden[live]).argmax(-1).tolist()))  # (live, vocab) -> (live,)
+        else:
+            allowed = [automata[r].allowed() for r in live]
+            width_k = max(len(a) for a in allowed)
+            cand = torch.zeros((len(live), width_k), dtype=torch.long)
+            valid = torch.zeros((len(live), width_k), dtype=torch.bool)
+            for k, a in enumerate(allowed):
+                cand[k, :len(a)] = torch.tensor(a)
+                valid[k, :len(a)] = True
+            cand, valid = cand.to(device), valid.to(device)
+            weight = head.weight[cand]  # (live, k, hidden)
+            logits = torch.einsum("lkh,lh->lk", weight.to(hidden.dtype), hidden[live])  # (live, k)
+            if head.bias is not None:
+                logits = logits + head.bias[cand]
+            best = logits.float().masked_fill(~valid, float("-inf")).argmax(-1)  # (live,)
+            choice = dict(zip(live, cand.gather(1, best[:, None])[:, 0].tolist()))
+        feed = [pad_id] * rows
+        for r, token in choice.items():
+            feed[r] = token
             if automata is None:
                 if token in stop_ids:
                     done[r] = True
@@ -236,8 +244,8 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
             break
         mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
         step_pos = step_pos + 1
-        logits = model(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=mask, position_ids=step_pos,
-                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (rows, vocab)
+        hidden = decoder(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=mask, position_ids=step_pos,
+                         cache=cache, use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
     return out
 
 

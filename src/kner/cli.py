@@ -98,8 +98,8 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (longer: HTTP 413)")
     srv.add_argument("--max-batch", type=int, default=64, help="most texts in one request (more: HTTP 413)")
-    srv.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                     help="bert runs: onnx = onnxruntime (needs 'kner export-onnx'), auto = onnx when exported")
+    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                     help="runtime for bert runs: onnx = onnxruntime on the 'kner export-onnx' output")
 
     push = sub.add_parser("push", help="publish a run directory to the Hugging Face Hub with a generated model card")
     push.add_argument("run_dir")
@@ -110,7 +110,7 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
 
     onnx = sub.add_parser("export-onnx", help="export a bert run's network to ONNX for onnxruntime inference")
     onnx.add_argument("run_dir")
-    onnx.add_argument("--out", help="folder for model.onnx (default: RUN_DIR/onnx, where kner serve looks)")
+    onnx.add_argument("--out", help="folder for model.onnx (default: RUN_DIR/onnx, where kner serve --backend onnx looks)")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     return parser
 

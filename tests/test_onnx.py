@@ -74,10 +74,10 @@ def test_cli_exports_to_a_chosen_folder(exported_run, tmp_path, capsys):
         sorted(OVERFIT[0].spans)]
 
 
-def test_serve_uses_the_export_when_there_is_one_unless_told_torch(exported_run):
-    (auto,), (native,) = load_models([exported_run]), load_models([exported_run], backend="torch")
-    assert isinstance(auto.tagger, OnnxBertTagger) and not isinstance(native.tagger, OnnxBertTagger)
-    with TestClient(create_app([auto])) as http:
+def test_serve_runs_bert_through_onnxruntime_when_asked(exported_run):
+    (onnx_model,), (default,) = load_models([exported_run], backend="onnx"), load_models([exported_run])
+    assert isinstance(onnx_model.tagger, OnnxBertTagger) and not isinstance(default.tagger, OnnxBertTagger)
+    with TestClient(create_app([onnx_model])) as http:
         assert http.get("/models").json()["models"][0]["backend"] == "onnx"
         spans = http.post("/predict", json={"text": OVERFIT[3].text}).json()["models"][0]["results"][0]["spans"]
     assert [(s["start"], s["end"], s["label"]) for s in spans] == [(s.start, s.end, s.label) for s in OVERFIT[3].spans]

@@ -181,7 +181,7 @@ def _usage_section(repo_id: str, hf_ready: bool, has_onnx: bool) -> str:
         ]
     if has_onnx:
         parts.append("`onnx/model.onnx` is the same network exported for onnxruntime (`kner export-onnx`); "
-                     "`kner serve` and `kner.onnx_backend.load_onnx` use it and give the same spans as torch.")
+                     "`kner serve --backend onnx` and `kner.onnx_backend.load_onnx` use it and give the same spans as torch.")
     return "\n\n".join(parts)
 
 

@@ -291,7 +291,9 @@ class _LeftPadCollator:
 class _TargetOnlyTrainer(Trainer):
     """Cross-entropy on the target tokens only, from the logits of the last K + 1 positions."""
 
-    epoch_loss: list[float]
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_loss: list[torch.Tensor] = []  # detached per-step losses (no GPU sync per step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")  # (batch, K)
@@ -299,7 +301,7 @@ class _TargetOnlyTrainer(Trainer):
         logits = out.logits[:, :-1]  # (batch, K, vocab): position t predicts token t + 1
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
         if model.training:
-            self.__dict__.setdefault("epoch_loss", []).append(loss.item())
+            self.epoch_loss.append(loss.detach())
         return (loss, out) if return_outputs else loss
 
 
@@ -322,7 +324,8 @@ class _EpochLog(TrainerCallback):
         losses = self.trainer.epoch_loss
         f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
         tagger.model.train()
-        record = EpochRecord(round(state.epoch), seconds, sum(losses) / max(1, len(losses)), f1)
+        mean_loss = torch.stack(losses).float().mean().item() if losses else float("nan")
+        record = EpochRecord(round(state.epoch), seconds, mean_loss, f1)
         tagger.history.append(record)
         log.info("sllm epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
                  "-" if f1 is None else f"{f1:.4f}", seconds)

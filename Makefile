@@ -5,7 +5,7 @@ DATA ?= ../shared/data/klue-ner-v1.1
 MODELS ?= crf
 OUT ?= bench
 
-.PHONY: setup test benchmark
+.PHONY: setup browser test benchmark
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-test: setup
+# The browser test drives Debian's headless Chromium; install it when missing (needs root/apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: setup browser
 	$(PY) -m pytest -q
 
 benchmark: setup

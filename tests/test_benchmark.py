@@ -40,6 +40,15 @@ def test_scores_equal_the_scorer_on_the_reloaded_models_predictions(bench, klue_
     assert saved["metrics"]["f1"] == m["f1"] and saved["metrics"]["n_dev"] == 50
 
 
+def test_the_model_folder_records_the_measured_speed_for_its_card(bench):
+    out, result = bench
+    (m,) = result["models"]
+    saved = json.loads((out / "models" / "crf" / "kner.json").read_text(encoding="utf-8"))["metrics"]["speed"]
+    for key in ("sentences_per_second", "chars_per_second", "latency_p50_ms", "latency_p95_ms"):
+        assert saved[key] == m["speed"][key], key
+    assert result["machine"]["cpu"] in saved["machine"] and "no GPU" in saved["machine"]
+
+
 def test_sizes_counts_and_speed_figures(bench):
     out, result = bench
     (m,) = result["models"]
@@ -75,12 +84,16 @@ def test_markdown_has_the_headline_row_and_plots_are_pngs(bench):
 def test_reuse_keeps_the_saved_model_and_its_training_time(bench, tmp_path, klue_dir):
     out = tmp_path / "again"
     shutil.copytree(bench[0], out)
-    meta_path = out / "models" / "crf" / "kner.json"
-    before, mtime = meta_path.read_bytes(), meta_path.stat().st_mtime_ns
+    model_path, meta_path = out / "models" / "crf" / "model.crfsuite", out / "models" / "crf" / "kner.json"
+    weights, before = model_path.read_bytes(), json.loads(meta_path.read_text(encoding="utf-8"))
     (m,) = run_benchmark(["crf"], str(klue_dir), out, **TINY)["models"]
-    assert meta_path.read_bytes() == before and meta_path.stat().st_mtime_ns == mtime
+    after = json.loads(meta_path.read_text(encoding="utf-8"))
+    assert model_path.read_bytes() == weights
+    assert {k: after[k] for k in ("config", "history", "train_seconds", "saved_at")} == \
+        {k: before[k] for k in ("config", "history", "train_seconds", "saved_at")}
+    assert after["metrics"]["speed"]["sentences_per_second"] == m["speed"]["sentences_per_second"]
     assert m["reused"] and m["n_train"] == 200
-    assert m["speed"]["train_seconds"] == json.loads(before)["train_seconds"]
+    assert m["speed"]["train_seconds"] == before["train_seconds"]
     assert "crf (reused)" in (out / "report.md").read_text(encoding="utf-8")
 
 

@@ -15,6 +15,10 @@ folder holds a ``kner.json``), scores it on dev with :func:`kner.scoring.score`,
 - peak RSS of the child (its high-water mark at the end: data loading, training and
   evaluation together), and the peak CUDA memory when the family used torch on a GPU.
 
+The dev scores and speed figures (with a one-line machine description) are also written into
+the model folder's ``kner.json`` under ``metrics``, so its model card (``kner push``) can show
+them; the weights and the training record of a reused model are left as they were.
+
 Subsets: a limit given by the caller wins; otherwise a family's ``benchmark_limits`` class
 attribute (e.g. ``{"train": 2000, "dev": 500}``) caps it; the report states every model's
 train and dev sentence counts.
@@ -49,6 +53,7 @@ from tqdm import tqdm
 
 from . import data as kdata
 from . import models
+from .machine import machine_line
 from .models.base import META_FILE, Tagger
 from .scoring import score
 
@@ -221,11 +226,14 @@ def measure_family(job: dict) -> dict:
             "latency_p50_ms": float(np.percentile(latencies, 50)),
             "latency_p95_ms": float(np.percentile(latencies, 95)),
         },
-        "size_bytes": directory_bytes(model_dir),
         "memory": {"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_rss, **_gpu_peak()},
     }
     if extras is not None:
         result["extras"] = extras
+    _record(model_dir, {**metrics, "n_dev": len(dev), "speed": {
+        k: result["speed"][k] for k in ("sentences_per_second", "chars_per_second", "latency_p50_ms", "latency_p95_ms")
+    } | {"machine": machine_line()}})
+    result["size_bytes"] = directory_bytes(model_dir)  # counts the kner.json just updated
     return result
 
 
@@ -261,6 +269,15 @@ def _save(tagger: Tagger, model_dir: Path, metrics: dict) -> None:
     tagger.save(partial, metrics=metrics)
     shutil.rmtree(model_dir, ignore_errors=True)
     partial.rename(model_dir)
+
+
+def _record(model_dir: Path, metrics: dict) -> None:
+    """Merge ``metrics`` into the folder's kner.json (written beside it, then renamed into place)."""
+    meta = models.read_meta(model_dir)
+    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+    partial = model_dir / f".{META_FILE}.partial"
+    partial.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    partial.replace(model_dir / META_FILE)
 
 
 def _latencies(tagger: Tagger, texts: list[str], samples: int, family: str) -> list[float]:

@@ -61,6 +61,13 @@ def describe_machine() -> dict:
     return info
 
 
+def machine_line(info: dict | None = None) -> str:
+    """One line for model cards: CPU, the CPUs actually usable, and the GPUs (or none)."""
+    info = info or describe_machine()
+    gpus = ", ".join(info.get("gpus") or []) or "no GPU"
+    return f"{info['cpu']} ({info['usable_cpus']} usable CPUs), {gpus}"
+
+
 _LABELS = {
     "cpu": "CPU", "logical_cores": "logical cores", "physical_cores": "physical cores",
     "usable_cpus": "CPUs usable by this process", "ram_gb": "RAM (GB)", "os": "OS", "python": "Python",

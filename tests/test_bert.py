@@ -233,6 +233,16 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
     assert result["n_comparable"] == 10 and result["n_equal_spans"] == 10, result["examples_differing"]
 
 
+def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained):
+    extras = trained.benchmark_extras(OVERFIT + [_ex("가나다 " * 300)])  # the long text fits no window: left out
+    torch_row, pipe_row, onnx_row = extras.values()
+    assert list(extras)[1].startswith("transformers pipeline, batch ")
+    assert {row["texts"] for row in extras.values()} == {len(OVERFIT)}
+    assert all(row["spans_equal_to_kner_torch"] == f"{len(OVERFIT)}/{len(OVERFIT)}" for row in extras.values())
+    assert torch_row["speed_vs_kner_torch"] == 1.0 and pipe_row["sentences_per_s"] > 0
+    assert onnx_row["speed_vs_kner_torch"] > 0
+
+
 def test_frozen_word_embeddings_stay_as_loaded(request, tmp_path):
     tagger = builder.make(tmp_path, request, epochs=2, freeze_embeddings=True)
     before = AutoModelForTokenClassification.from_pretrained(builder.base_model(request)).get_input_embeddings().weight

@@ -150,6 +150,12 @@ def test_lora_adapter_saves_and_loads_to_the_same_output(tmp_path, request):
     assert loaded.predict(texts) == tagger.predict(texts)
 
 
+def test_benchmark_shows_constrained_and_unconstrained_decoding_as_rows(trained):
+    extras = trained.benchmark_extras(OVERFIT)
+    assert list(extras) == ["constrained", "unconstrained"]
+    assert extras["constrained"]["parse_failures"] == 0 and extras["constrained"]["f1"] == 1.0
+
+
 def test_compare_decoding_reports_both_modes(trained):
     report = compare_decoding(trained, OVERFIT)
     for mode in ("constrained", "unconstrained"):

@@ -21,7 +21,9 @@ them; the weights and the training record of a reused model are left as they wer
 
 Subsets: a limit given by the caller wins; otherwise a family's ``benchmark_limits`` class
 attribute (e.g. ``{"train": 2000, "dev": 500}``) caps it; the report states every model's
-train and dev sentence counts.
+train and dev sentence counts. ``benchmark_limits`` may also cap ``repeats`` and
+``latency_samples`` for families whose every pass over dev takes minutes (the sLLM); the
+report states the numbers each model got.
 
 Optional hook for family-specific evaluations: a tagger may define
 
@@ -189,10 +191,12 @@ def measure_family(job: dict) -> dict:
     else:
         tagger, n_train = _train(cls, job["overrides"], train, dev, out), len(train)
     texts = [ex.text for ex in dev]
+    repeats = min(job["repeats"], cls.benchmark_limits.get("repeats", job["repeats"]))
+    latency_samples = min(job["latency_samples"], cls.benchmark_limits.get("latency_samples", job["latency_samples"]))
 
     tagger.predict(texts[:WARMUP_SENTENCES])  # lazy initialisation and caches stay out of the timings
     seconds, predicted = [], None
-    for _ in tqdm(range(job["repeats"]), desc=f"{family} dev throughput", unit="pass", leave=False):
+    for _ in tqdm(range(repeats), desc=f"{family} dev throughput", unit="pass", leave=False):
         start = time.perf_counter()
         spans = tagger.predict(texts)
         seconds.append(time.perf_counter() - start)
@@ -202,7 +206,7 @@ def measure_family(job: dict) -> dict:
 
     if not reused:
         _save(tagger, model_dir, {**metrics, "n_train": n_train, "n_dev": len(dev)})
-    latencies = _latencies(tagger, texts, job["latency_samples"], family)
+    latencies = _latencies(tagger, texts, latency_samples, family)
     extras = _extras(tagger, dev)
     median = statistics.median(seconds)
     n_chars = sum(len(t) for t in texts)

@@ -87,7 +87,9 @@ def subsets_markdown(models: list[dict]) -> str:
         else:
             train += f" (cap: {m['train_limit_source']})"
         dev = f"scored on {fmt_count(m['n_dev'], m.get('n_dev_available'))} dev sentences (cap: {m['dev_limit_source']})"
-        lines.append(f"- **{m['family']}**: {train}; {dev}. Subsets are the first N sentences of the split.")
+        timing = (f"; timed over {len(m['speed']['predict_seconds'])} passes, latency over "
+                  f"{m['speed']['latency_samples']} sentences")
+        lines.append(f"- **{m['family']}**: {train}; {dev}{timing}. Subsets are the first N sentences of the split.")
     return "\n".join(lines)
 
 

@@ -213,6 +213,32 @@ class BertTagger(Tagger):
             encoded = self.encoder.encode(texts)
             return [decode_spans(text, enc, tags) for text, enc, tags in zip(texts, encoded, self._window_tags(encoded))]
 
+    def benchmark_extras(self, dev: list[Example]) -> dict:
+        """``kner benchmark``'s side-by-side of inference runtimes on the same dev texts (those
+        that fit one window, since the pipeline truncates; at most 500): this predict, the
+        ``transformers`` token-classification pipeline, and onnxruntime on an export of this model."""
+        from ..onnx_backend import compare_backends
+        from .bert_speed import compare_with_pipeline
+
+        texts = [ex.text for ex in dev if ex.text.strip()]
+        texts = [t for t, enc in zip(texts, self.encoder.encode(texts)) if len(enc.wins) == 1][:500]
+        pipe = compare_with_pipeline(self, texts)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save(tmp)
+            onnx = compare_backends(tmp, texts)
+        n = len(texts)
+        return {
+            "kner predict, torch": {"texts": n, "sentences_per_s": pipe["ours_texts_per_s"],
+                                    "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"},
+            f"transformers pipeline, batch {pipe['pipeline_best_batch_size']}": {
+                "texts": n, "sentences_per_s": pipe["pipeline_texts_per_s"], "speed_vs_kner_torch": round(1 / pipe["speedup"], 3),
+                "spans_equal_to_kner_torch": f"{pipe['n_equal_spans']}/{pipe['n_comparable']}"},
+            "kner predict, onnxruntime": {
+                "texts": n, "sentences_per_s": round(n / onnx["onnx_median_seconds"], 1),
+                "speed_vs_kner_torch": round(onnx["onnx_speedup"], 3),
+                "spans_equal_to_kner_torch": f"{n - onnx['texts_with_different_spans']}/{n}"},
+        }
+
     # --- training --------------------------------------------------------------------------
     def _features(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
         """One training item per window: input ids and a label id per subword (IGNORE for special

@@ -12,7 +12,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
+from .hf_common import threads
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,10 @@ class BiLSTMCRFConfig:
     """Eojeol-position (B/I/E/S/space) embedding size; 0 = off."""
     jamo_dim: int = 0
     """Sub-syllable features: the jamo of each syllable through a width-3 convolution; 0 = off."""
-    kiwi_dim: int = 0
-    """Kiwi morphological-tag embedding size; 0 = off (slower training and inference)."""
-    pretrained_init: bool = False
+    kiwi_dim: int = 16
+    """Kiwi morphological-tag embedding size; 0 = off (+3.7 F1 points in the README's ablation,
+    about 30% slower inference)."""
+    pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
     """LSTM hidden size per direction."""
@@ -71,11 +72,11 @@ class BiLSTMCRFConfig:
     weight_decay: float = 1e-2
     """AdamW weight decay."""
     warmup_steps: int = 200
-    """Linear warm-up steps; the rate then decays linearly to 10% at max_epochs."""
+    """Linear warm-up steps; the rate then decays linearly to a tenth of lr at max_epochs."""
     clip: float = 5.0
     """Gradient norm clipping."""
-    max_epochs: int = 20
-    """Upper bound on training epochs."""
+    max_epochs: int = 12
+    """Upper bound on training epochs (the schedule decays over this many)."""
     patience: int = 3
     """Stop after this many epochs without a better dev F1 (the best epoch is restored)."""
     predict_batch_size: int = 256
@@ -93,18 +94,6 @@ class BiLSTMCRFConfig:
 
 
 RUNTIME_FIELDS = {"device", "num_threads", "checkpoint_dir", "resume", "predict_batch_size"}
-
-
-@contextmanager
-def _threads(n: int):
-    """torch's thread count is process-wide, so set it only for the call and put it back."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _jamo(ch: str) -> tuple[int, int, int]:
@@ -284,7 +273,7 @@ class BiLSTMCRFTagger(Tagger):
     def _predict(self, texts: list[str]) -> list[list[Span]]:
         if self.net is None:
             raise RuntimeError("this BiLSTM-CRF is not trained yet: call fit() or kner.load() first")
-        with _threads(self.config.num_threads):
+        with threads(self.config.num_threads):
             return [bio_to_spans(tags) for tags in self._decode(self._encode(texts))]
 
     # --- training ---------------------------------------------------------------------------
@@ -305,7 +294,7 @@ class BiLSTMCRFTagger(Tagger):
         return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
     def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "BiLSTMCRFTagger":
-        with _threads(self.config.num_threads):
+        with threads(self.config.num_threads):
             return self._fit([ex for ex in train if ex.text], list(dev) if dev else [])
 
     def _fit(self, train: list[Example], dev: list[Example]) -> "BiLSTMCRFTagger":

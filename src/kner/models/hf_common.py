@@ -1,4 +1,4 @@
-"""Small helpers shared by the Hugging Face families: where to run, in which precision, how to load."""
+"""Small helpers shared by the torch families: where to run, in which precision, how many threads, how to load."""
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -258,6 +259,13 @@ def main(argv: list[str] | None = None) -> None:
         args.texts += rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    # The training log (one line per epoch: loss, dev F1, seconds) goes to stderr.
+    logger = logging.getLogger("kner")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         COMMANDS[args.command](args)
     except (kdata.DataError, models.ModelDirError, KeyError, ValueError) as exc:

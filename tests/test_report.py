@@ -56,6 +56,13 @@ def test_epoch_log_marks_the_best_epoch_and_gives_best_and_mean():
     assert "3 epochs, 36.0 s in all, mean 12.0 s per epoch" in md
 
 
+def test_epoch_log_states_how_many_dev_sentences_scored_each_epoch():
+    capped = [dict(h, dev_sentences=100) for h in HISTORY[:1]]
+    md = epoch_log_markdown("sllm", capped)
+    assert "1 epoch, " in md and "Dev F1 per epoch was scored on 100 dev sentences." in md
+    assert "scored on" not in epoch_log_markdown("bilstm_crf", HISTORY)
+
+
 def test_epoch_log_without_dev_scores_still_renders():
     md = epoch_log_markdown("x", [{"epoch": 1, "seconds": 3.0, "train_loss": 1.0, "dev_f1": None}])
     assert "| 1 | 3.0 | 1.0000 | – |" in md and "Best" not in md

@@ -113,10 +113,14 @@ def epoch_log_markdown(family: str, history: list[dict]) -> str:
         rows.append([str(h["epoch"]), f"{h['seconds']:.1f}", f"{h['train_loss']:.4f}", f1])
     text = [f"### {family}", "", _table(["epoch", "seconds", "train loss", "dev F1"], rows), ""]
     seconds = [h["seconds"] for h in history]
-    summary = f"{len(history)} epochs, {fmt_seconds(sum(seconds))} in all, mean {statistics.mean(seconds):.1f} s per epoch."
+    summary = (f"{len(history)} epoch{'s' if len(history) != 1 else ''}, {fmt_seconds(sum(seconds))} in all,"
+               f" mean {statistics.mean(seconds):.1f} s per epoch.")
     if best is not None:
         summary += (f" Best dev F1 {best['dev_f1']:.4f} at epoch {best['epoch']} (the saved model is that epoch's);"
                     f" mean dev F1 over epochs {statistics.mean(h['dev_f1'] for h in scored):.4f}.")
+        sizes = {h.get("dev_sentences") for h in scored} - {None}
+        if sizes:  # the family may score each epoch on fewer dev sentences than the results table
+            summary += f" Dev F1 per epoch was scored on {max(sizes):,} dev sentences."
     text.append(summary)
     return "\n".join(text)
 

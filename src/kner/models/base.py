@@ -26,6 +26,8 @@ class EpochRecord:
     seconds: float
     train_loss: float
     dev_f1: float | None = None
+    dev_sentences: int | None = None
+    """How many dev sentences ``dev_f1`` was scored on (a family may cap it, as generation is slow)."""
 
 
 class Tagger(ABC):

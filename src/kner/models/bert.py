@@ -336,7 +336,8 @@ class _EpochLog(TrainerCallback):
         tagger = self.tagger
         f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
         tagger.model.train()  # predict switched dropout off
-        record = EpochRecord(round(state.epoch), time.perf_counter() - self.started, float(logs["loss"]), f1)
+        record = EpochRecord(round(state.epoch), time.perf_counter() - self.started, float(logs["loss"]), f1,
+                             len(self.dev) if self.dev else None)
         tagger.history.append(record)
         log.info("bert epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
                  "-" if f1 is None else f"{f1:.4f}", record.seconds)

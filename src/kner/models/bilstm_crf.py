@@ -351,7 +351,7 @@ class BiLSTMCRFTagger(Tagger):
                 f1 = score(gold, [bio_to_spans(t) for t in self._decode(x_dev)]).f1
             seconds = time.perf_counter() - start
             state["seconds"] += seconds
-            self.history.append(EpochRecord(epoch, seconds, loss_sum / len(train), f1))
+            self.history.append(EpochRecord(epoch, seconds, loss_sum / len(train), f1, len(gold) if dev else None))
             log.info("bilstm-crf epoch %d: loss %.4f, dev F1 %s, %.1f s", epoch, loss_sum / len(train),
                      "-" if f1 is None else f"{f1:.4f}", seconds)
             # Without dev data the last epoch is the one kept.

@@ -331,7 +331,7 @@ class _EpochLog(TrainerCallback):
         f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
         tagger.model.train()
         mean_loss = torch.stack(losses).float().mean().item() if losses else float("nan")
-        record = EpochRecord(round(state.epoch), seconds, mean_loss, f1)
+        record = EpochRecord(round(state.epoch), seconds, mean_loss, f1, len(self.dev) if self.dev else None)
         tagger.history.append(record)
         log.info("sllm epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
                  "-" if f1 is None else f"{f1:.4f}", seconds)

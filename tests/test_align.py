@@ -2,7 +2,7 @@
 import pytest
 
 from kner.align import (
-    MarkupError, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, owner_window,
+    MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, owner_window,
     parse_markup, spans_to_bio, to_markup, token_tags_from_chars, trim_offsets, windows,
 )
 from kner.types import Example, Span
@@ -102,3 +102,33 @@ def test_example_rejects_spans_outside_or_overlapping():
         Example("abc", (Span(1, 5, "PS"),))
     with pytest.raises(ValueError, match="overlaps"):
         Example("abcdef", (Span(0, 3, "PS"), Span(2, 4, "LC")))
+
+
+# --- best valid IOB2 path ----------------------------------------------------------------------
+
+def _valid_iob2(seq):
+    return all(not t.startswith("I-") or (i and seq[i - 1][2:] == t[2:] and seq[i - 1] != "O")
+               for i, t in enumerate(seq))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_best_valid_iob2_matches_brute_force_over_all_sequences(seed):
+    import itertools
+
+    import numpy as np
+
+    tags = ["O", "B-PS", "I-PS", "B-LC", "I-LC"]
+    rng = np.random.default_rng(seed)
+    log_probs = rng.normal(size=(1 + seed % 4, len(tags)))
+    best = max((seq for seq in itertools.product(tags, repeat=len(log_probs)) if _valid_iob2(seq)),
+               key=lambda seq: sum(log_probs[i, tags.index(t)] for i, t in enumerate(seq)))
+    assert best_valid_iob2(log_probs, tags) == list(best)
+
+
+def test_best_valid_iob2_replaces_an_orphan_inside_tag_that_argmax_would_emit():
+    import numpy as np
+
+    tags = ["O", "B-PS", "I-PS"]
+    log_probs = np.log([[0.9, 0.05, 0.05], [0.1, 0.3, 0.6], [0.2, 0.1, 0.7]])  # argmax: O I-PS I-PS
+    assert best_valid_iob2(log_probs, tags) == ["O", "B-PS", "I-PS"]
+    assert best_valid_iob2(np.zeros((0, 3)), tags) == []

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
 
-from ..align import (bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window, spans_to_bio,
+from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window, spans_to_bio,
                      token_tags_from_chars, trim_offsets, windows)
 from ..scoring import score
 from ..types import Example, Span
@@ -66,6 +66,9 @@ class BertTaggerConfig:
     """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
     predict_batch_size: int = 64
     """Windows per inference batch (sorted by length)."""
+    constrained: bool = True
+    """Decode each window's subword tags as the best valid IOB2 sequence (Viterbi) rather than
+    per-subword argmax, whose orphan I- tags are no entity; +0.4 dev F1 for e5-small on KLUE."""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available; each torchrun rank takes its LOCAL_RANK GPU)."""
     num_threads: int = 0
@@ -198,11 +201,14 @@ class BertTagger(Tagger):
         batches = length_sorted_batches(seqs, bs, self.encoder.pad_id)
         for idx, batch in tqdm(batches, total=-(-len(seqs) // bs), desc="bert predict", leave=False,
                                disable=len(seqs) <= 4 * bs):
-            best = self._logits(batch).argmax(-1)  # (batch, seq)
+            logits = self._logits(batch)  # (batch, seq, labels)
+            log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
             for row, i in enumerate(idx):
                 t, w = flat[i]
                 s, e = encoded[t].wins[w]
-                out[t][w] = [self.tags[k] for k in best[row, lead : lead + e - s]]
+                window = log_probs[row, lead : lead + e - s]  # (content subwords, labels)
+                out[t][w] = (best_valid_iob2(window, self.tags) if self.config.constrained
+                             else [self.tags[k] for k in window.argmax(-1)])
         return out
 
     def _predict(self, texts: list[str]) -> list[list[Span]]:

@@ -235,11 +235,12 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
 
 def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained):
     extras = trained.benchmark_extras(OVERFIT + [_ex("가나다 " * 300)])  # the long text fits no window: left out
-    torch_row, pipe_row, onnx_row = extras.values()
-    assert list(extras)[1].startswith("transformers pipeline, batch ")
+    torch_row, pipe_row, paired_torch_row, onnx_row = extras.values()
+    assert list(extras)[1].startswith("transformers pipeline, batch ") and "onnxruntime" in list(extras)[3]
     assert {row["texts"] for row in extras.values()} == {len(OVERFIT)}
     assert all(row["spans_equal_to_kner_torch"] == f"{len(OVERFIT)}/{len(OVERFIT)}" for row in extras.values())
-    assert torch_row["speed_vs_kner_torch"] == 1.0 and pipe_row["sentences_per_s"] > 0
+    assert torch_row["speed_vs_kner_torch"] == paired_torch_row["speed_vs_kner_torch"] == 1.0
+    assert pipe_row["sentences_per_s"] > 0
     assert onnx_row["speed_vs_kner_torch"] > 0
 
 

@@ -62,8 +62,7 @@ def best_valid_iob2(log_probs: Sequence[Sequence[float]], tags: Sequence[str]) -
     inside = [t.partition("-")[0] == "I" for t in tags]
     kinds = [t.partition("-")[2] for t in tags]
     # (L, L) additive transition mask: I-X may follow only B-X or I-X
-    allowed = np.array([[not inside[j] or (tags[i] != OUTSIDE and kinds[i] == kinds[j]) for j in range(len(tags))]
-                        for i in range(len(tags))])
+    allowed = np.array([[not inside[j] or kinds[i] == kinds[j] for j in range(len(tags))] for i in range(len(tags))])
     trans = np.where(allowed, 0.0, -np.inf)
     best = np.where(inside, -np.inf, scores[0])  # (L,) best score of a path ending in each tag
     back = np.zeros(scores.shape, dtype=np.int64)
@@ -75,6 +74,16 @@ def best_valid_iob2(log_probs: Sequence[Sequence[float]], tags: Sequence[str]) -
     for k in range(len(scores) - 1, 0, -1):
         path.append(int(back[k][path[-1]]))
     return [tags[i] for i in reversed(path)]
+
+
+def morpheme_tags(text: str, morphemes) -> list[str]:
+    """Per character: ``B-TAG``/``I-TAG`` of the morpheme covering it (objects with ``start``,
+    ``len``, ``tag``, as Kiwi's tokens), else ``_``."""
+    tags = ["_"] * len(text)
+    for m in morphemes:
+        for i in range(m.start, min(m.start + m.len, len(text))):
+            tags[i] = ("B-" if i == m.start else "I-") + m.tag
+    return tags
 
 
 # --- spans <-> inline markup ("<이순신:PS> 장군은 …") ----------------------------------------

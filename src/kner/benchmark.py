@@ -56,7 +56,7 @@ from tqdm import tqdm
 from . import data as kdata
 from . import models
 from .machine import machine_line
-from .models.base import META_FILE, Tagger
+from .models.base import META_FILE, Tagger, write_meta
 from .scoring import score
 
 METRIC_KEYS = ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type", "n_gold", "n_pred")
@@ -276,12 +276,10 @@ def _save(tagger: Tagger, model_dir: Path, metrics: dict) -> None:
 
 
 def _record(model_dir: Path, metrics: dict) -> None:
-    """Merge ``metrics`` into the folder's kner.json (written beside it, then renamed into place)."""
+    """Merge ``metrics`` into the folder's kner.json."""
     meta = models.read_meta(model_dir)
     meta["metrics"] = {**meta.get("metrics", {}), **metrics}
-    partial = model_dir / f".{META_FILE}.partial"
-    partial.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    partial.replace(model_dir / META_FILE)
+    write_meta(model_dir, meta)
 
 
 def _latencies(tagger: Tagger, texts: list[str], samples: int, family: str) -> list[float]:

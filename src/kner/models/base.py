@@ -103,7 +103,7 @@ class Tagger(ABC):
             "kner_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        write_meta(directory, meta)
         return directory
 
     @classmethod
@@ -118,6 +118,13 @@ class Tagger(ABC):
         tagger.history = [EpochRecord(**r) for r in meta.get("history", [])]
         tagger.train_seconds = meta.get("train_seconds")
         return tagger
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    """Write ``kner.json`` beside its final name, then rename it there, so a reader never sees half."""
+    partial = directory / f".{META_FILE}.partial"
+    partial.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    partial.replace(directory / META_FILE)
 
 
 def read_meta(directory: str | Path) -> dict:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..align import bio_labels, bio_to_spans, eojeol_positions, spans_to_bio
+from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
 from ..scoring import score
 from ..types import Example, Span
 from .base import EpochRecord, Tagger
@@ -236,14 +236,7 @@ class BiLSTMCRFTagger(Tagger):
             from kiwipiepy import Kiwi
 
             self._kiwi = Kiwi(num_workers=-1)
-        out = []
-        for text, tokens in zip(texts, self._kiwi.tokenize(list(texts))):
-            tags = ["_"] * len(text)
-            for tok in tokens:
-                for i in range(tok.start, min(tok.start + tok.len, len(text))):
-                    tags[i] = ("B-" if i == tok.start else "I-") + tok.tag
-            out.append(tags)
-        return out
+        return [morpheme_tags(text, tokens) for text, tokens in zip(texts, self._kiwi.tokenize(list(texts)))]
 
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return [self.vocab.encode(t, p) for t, p in zip(texts, self._pos_tags(texts))]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..align import bio_to_spans, eojeol_positions, spans_to_bio
+from ..align import bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
 from ..types import Example, Span
 from .base import Tagger
 
@@ -69,22 +69,13 @@ class Featurizer:
 
             self._kiwi = Kiwi(num_workers=-1)
 
-    @staticmethod
-    def pos_tags(text: str, tokens) -> list[str]:
-        """Per character: ``B-TAG``/``I-TAG`` of the Kiwi morpheme covering it, else ``_``."""
-        tags = ["_"] * len(text)
-        for tok in tokens:
-            for i in range(tok.start, min(tok.start + tok.len, len(text))):
-                tags[i] = ("B-" if i == tok.start else "I-") + tok.tag
-        return tags
-
     def many(self, texts: list[str]):
         """Features of each text, lazily; Kiwi analyses the whole list on its thread pool."""
         analyses = self._kiwi.tokenize(texts) if self._kiwi else (None for _ in texts)
         for text, tokens in zip(texts, analyses):
-            yield self(text, tokens)
+            yield self._features(text, tokens)
 
-    def __call__(self, text: str, tokens=None) -> list[list[str]]:
+    def _features(self, text: str, tokens) -> list[list[str]]:
         # Built column by column (one list comprehension per feature template) and zipped into
         # rows: about twice as fast as appending per character, and featurising dominates predict.
         cfg, n, w = self.config, len(text), self.config.window
@@ -101,7 +92,7 @@ class Featurizer:
         if cfg.eojeol or cfg.affixes:
             cols += self._eojeol_columns(text, cfg.eojeol, cfg.affixes)
         if self._kiwi:
-            tags = self.pos_tags(text, self._kiwi.tokenize(text) if tokens is None else tokens)
+            tags = morpheme_tags(text, tokens)
             cols += [["m=" + t for t in tags], ["m-1=" + t for t in ["^"] + tags[:-1]], ["m+1=" + t for t in tags[1:] + ["$"]]]
         return [list(row) for row in zip(*cols)]
 

@@ -2,7 +2,8 @@
 import pytest
 
 from kner.align import (
-    MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, owner_window,
+    MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, morpheme_tags,
+    owner_window,
     parse_markup, spans_to_bio, to_markup, token_tags_from_chars, trim_offsets, windows,
 )
 from kner.types import Example, Span
@@ -91,6 +92,15 @@ def test_windows_cover_everything_with_overlap():
     assert windows(3, 4, 2) == [(0, 3)]
     with pytest.raises(ValueError):
         windows(10, 2, 2)
+
+
+def test_morpheme_tags_cover_each_character_a_morpheme_covers():
+    from types import SimpleNamespace as M
+
+    # Kiwi splits "갔다" into 가/VV + 았/EP (both over "갔", the later wins) + 다/EF; the space is in no morpheme.
+    tokens = [M(tag="VV", start=0, len=1), M(tag="EP", start=0, len=1), M(tag="EF", start=1, len=1),
+              M(tag="NNP", start=3, len=2)]
+    assert morpheme_tags("갔다 서울", tokens) == ["B-EP", "B-EF", "_", "B-NNP", "I-NNP"]
 
 
 def test_eojeol_positions():

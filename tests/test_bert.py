@@ -231,6 +231,14 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
     result = compare_with_pipeline(trained, texts, pipeline_batch_sizes=(1, 4))
     assert result["n_texts"] == 10 and set(result["pipeline_seconds"]) == {1, 4}
     assert result["n_comparable"] == 10 and result["n_equal_spans"] == 10, result["examples_differing"]
+    assert result["n_valid_argmax"] == result["n_equal_spans_valid_argmax"] == 10
+
+
+def test_argmax_validity_follows_strict_iob2():
+    from kner.models.bert_speed import is_valid_iob2
+
+    assert is_valid_iob2(["O", "B-PS", "I-PS", "B-LC", "O"])
+    assert not is_valid_iob2(["I-PS"]) and not is_valid_iob2(["O", "I-PS"]) and not is_valid_iob2(["B-LC", "I-PS"])
 
 
 def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained):
@@ -238,7 +246,9 @@ def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained)
     torch_row, pipe_row, paired_torch_row, onnx_row = extras.values()
     assert list(extras)[1].startswith("transformers pipeline, batch ") and "onnxruntime" in list(extras)[3]
     assert {row["texts"] for row in extras.values()} == {len(OVERFIT)}
-    assert all(row["spans_equal_to_kner_torch"] == f"{len(OVERFIT)}/{len(OVERFIT)}" for row in extras.values())
+    n = len(OVERFIT)
+    assert all(row["spans_equal_to_kner_torch"] == f"{n}/{n}" for row in (torch_row, paired_torch_row, onnx_row))
+    assert pipe_row["spans_equal_to_kner_torch"] == f"{n}/{n}; {n}/{n} where the argmax tags are valid IOB2"
     assert torch_row["speed_vs_kner_torch"] == paired_torch_row["speed_vs_kner_torch"] == 1.0
     assert pipe_row["sentences_per_s"] > 0
     assert onnx_row["speed_vs_kner_torch"] > 0

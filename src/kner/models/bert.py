@@ -64,8 +64,9 @@ class BertTaggerConfig:
     """Batch windows of similar length together (less padding, faster epochs)."""
     precision: str = "auto"
     """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
-    predict_batch_size: int = 64
-    """Windows per inference batch (sorted by length)."""
+    predict_batch_size: int = 32
+    """Windows per inference batch (sorted by length). 32 beat 16 and 64 on a 2-core CPU
+    (e5-small, 1,000 dev texts: 2.09-2.17x the pipeline's throughput vs 1.91-1.95x at 64)."""
     constrained: bool = True
     """Decode each window's subword tags as the best valid IOB2 sequence (Viterbi) rather than
     per-subword argmax, whose orphan I- tags are no entity; +0.4 dev F1 for e5-small on KLUE."""
@@ -239,7 +240,9 @@ class BertTagger(Tagger):
                                     "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"},
             f"transformers pipeline, batch {pipe['pipeline_best_batch_size']}": {
                 "texts": n, "sentences_per_s": pipe["pipeline_texts_per_s"], "speed_vs_kner_torch": round(1 / pipe["speedup"], 3),
-                "spans_equal_to_kner_torch": f"{pipe['n_equal_spans']}/{pipe['n_comparable']}"},
+                "spans_equal_to_kner_torch": f"{pipe['n_equal_spans']}/{pipe['n_comparable']}; "
+                                             f"{pipe['n_equal_spans_valid_argmax']}/{pipe['n_valid_argmax']} "
+                                             "where the argmax tags are valid IOB2"},
             f"kner predict, torch (median of {reps}, alternating with onnxruntime)": {
                 "texts": n, "sentences_per_s": round(n / onnx["torch_median_seconds"], 1),
                 "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"},

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -29,6 +31,21 @@ def pipeline_spans(entities: list[dict], text: str) -> list[Span] | None:
             return None
         spans.append(Span(start, end, ent["entity_group"]))
     return sorted(spans)
+
+
+def is_valid_iob2(tags: Sequence[str]) -> bool:
+    """No ``I-X`` that follows anything but ``B-X``/``I-X`` (or starts the sequence)."""
+    return all(not t.startswith("I-") or (i > 0 and tags[i - 1][2:] == t[2:])
+               for i, t in enumerate(tags))
+
+
+def argmax_is_valid(tagger: BertTagger, texts: Sequence[str]) -> list[bool]:
+    """Per one-window text: are the per-subword argmax tags already valid IOB2? There kner's
+    constrained decoding and the pipeline read the same tags the same way, so their spans must
+    agree; elsewhere the pipeline opens entities at orphan ``I-`` tags that kner never emits."""
+    plain = copy.copy(tagger)
+    plain.config = dataclasses.replace(tagger.config, constrained=False)
+    return [is_valid_iob2(windows[0]) for windows in plain._window_tags(plain.encoder.encode(texts))]
 
 
 def _timed(fn) -> tuple[object, float]:
@@ -65,6 +82,7 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
     theirs, theirs_s = runs[best_bs]
     mapped = [pipeline_spans(ents, t) for ents, t in zip(theirs, texts)]
     comparable = [(a, b) for a, b in zip(ours, mapped) if b is not None]
+    valid = [(a, b) for (a, b), ok in zip(zip(ours, mapped), argmax_is_valid(tagger, texts)) if ok and b is not None]
     n_chars = sum(len(t) for t in texts)
     return {
         "n_texts": len(texts), "n_chars": n_chars, "device": str(tagger.device),
@@ -73,6 +91,7 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
         "pipeline_best_batch_size": best_bs, "pipeline_texts_per_s": round(len(texts) / theirs_s, 1),
         "speedup": round(theirs_s / ours_s, 2),
         "n_comparable": len(comparable), "n_equal_spans": sum(a == b for a, b in comparable),
+        "n_valid_argmax": len(valid), "n_equal_spans_valid_argmax": sum(a == b for a, b in valid),
         "examples_differing": [{"text": t, "ours": [s.to_dict(t) for s in a], "pipeline": [s.to_dict(t) for s in b]}
                                for t, a, b in zip(texts, ours, mapped) if b is not None and a != b][:5],
     }

@@ -11,6 +11,7 @@ from conftest import ODD_TEXTS
 from kner.align import bio_labels
 from kner.models.bilstm_crf import CLASSES, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
+from kner.models.hf_common import autocast
 
 TINY = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, hidden=16, dropout=0.2, batch_size=2, lr=0.02,
             warmup_steps=2, device="cpu", num_threads=1)
@@ -149,9 +150,30 @@ def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 
 
+def test_bf16_inference_on_cpu_keeps_a_confident_models_exact_spans(tmp_path, overfit_examples):
+    from builders.bilstm_crf import make
+
+    tagger = make(tmp_path, None).fit(overfit_examples)
+    texts = [ex.text for ex in overfit_examples]
+    assert tagger.predict(texts) == [sorted(ex.spans) for ex in overfit_examples]
+    x, lengths = tagger._pad(tagger._encode(texts))
+    with torch.inference_mode(), autocast(torch.device("cpu"), "bf16"):
+        assert tagger.net.emissions(x, lengths).dtype == torch.bfloat16
+    path = tagger.save(tmp_path / "model")
+    bf16 = kner.load(path, precision="bf16")
+    assert bf16.config.precision == "bf16" and kner.load(path).config.precision == "auto"
+    assert bf16.predict(texts) == [sorted(ex.spans) for ex in overfit_examples]
+    with pytest.raises(ValueError, match="needs a GPU"):
+        kner.load(path, precision="fp16").predict(texts)
+    with pytest.raises(ValueError, match="no setting 'precison'"):
+        kner.load(path, precison="bf16")
+
+
 def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
     with pytest.raises(ValueError, match="device"):
         BiLSTMCRFTagger(device="tpu")
+    with pytest.raises(ValueError, match="precision"):
+        BiLSTMCRFTagger(precision="int4")
     with pytest.raises(ValueError, match="XX"):
         BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):

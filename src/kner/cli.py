@@ -80,6 +80,9 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["markup", "json"], default="markup",
                     help="markup: <이순신:PS> inline (\\< \\> escape literal brackets); json: spans")
     pr.add_argument("--batch-size", type=int, default=256)
+    for p in (ev, pr):
+        p.add_argument("--precision", metavar="{auto,fp32,bf16,fp16}",
+                       help="run a torch model in this precision instead of its saved one (bf16 pays on CPUs with bf16 instructions)")
 
     bench = sub.add_parser("benchmark", help="train (or reuse), evaluate and time model families; write a report")
     bench.add_argument("--models", required=True, help=f"comma-separated families: {','.join(models.names())}")
@@ -141,8 +144,12 @@ def _metrics(s: Scores) -> dict:
     return {k: d[k] for k in ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type")}
 
 
+def _runtime(args: argparse.Namespace) -> dict:
+    return {"precision": args.precision} if args.precision else {}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    tagger = models.load(args.run_dir)
+    tagger = models.load(args.run_dir, **_runtime(args))
     dev = kdata.load_split("dev", args.data, args.limit)
     scores = score(dev, tagger.predict([ex.text for ex in dev]))
     if args.json:
@@ -162,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         texts += Path(args.input).read_text(encoding="utf-8").splitlines()
     if not texts:
         raise SystemExit("kner predict: give texts as arguments or --input FILE (one text per line)")
-    tagger = models.load(args.run_dir)
+    tagger = models.load(args.run_dir, **_runtime(args))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     as_json = args.format == "json" or args.output
     try:

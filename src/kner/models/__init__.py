@@ -29,13 +29,14 @@ def get(name: str) -> type[Tagger]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load(directory: str | Path) -> Tagger:
-    """A ready tagger from a directory written by :meth:`Tagger.save`."""
+def load(directory: str | Path, **overrides) -> Tagger:
+    """A ready tagger from a directory written by :meth:`Tagger.save`. ``overrides`` replace
+    saved settings that only affect how it runs, e.g. ``precision="bf16"`` or ``device="cpu"``."""
     meta = read_meta(directory)
     family = meta["family"]
     if family not in _FAMILIES:
         raise ModelDirError(f"{directory} holds a {family!r} model, which this kner does not know ({', '.join(_FAMILIES)})")
-    return get(family).from_meta(Path(directory), meta)
+    return get(family).from_meta(Path(directory), meta, overrides)
 
 
 __all__ = ["EpochRecord", "ModelDirError", "Tagger", "get", "load", "names", "read_meta"]

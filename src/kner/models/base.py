@@ -107,9 +107,13 @@ class Tagger(ABC):
         return directory
 
     @classmethod
-    def from_meta(cls, directory: Path, meta: dict) -> "Tagger":
+    def from_meta(cls, directory: Path, meta: dict, overrides: dict | None = None) -> "Tagger":
         known = {f.name for f in fields(cls.Config)}
-        config = cls.Config(**{k: v for k, v in meta.get("config", {}).items() if k in known})
+        unknown = sorted(set(overrides or {}) - known)
+        if unknown:
+            raise ValueError(f"a {cls.family} model has no setting {', '.join(map(repr, unknown))}; "
+                             f"its settings are {', '.join(sorted(known))}")
+        config = cls.Config(**{**{k: v for k, v in meta.get("config", {}).items() if k in known}, **(overrides or {})})
         try:
             tagger = cls._load(directory, config)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

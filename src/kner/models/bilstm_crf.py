@@ -25,7 +25,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
-from .hf_common import threads
+from .hf_common import PRECISIONS, autocast, pick_precision, threads
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ class BiLSTMCRFConfig:
     """Seed for initialisation, dropout and batch shuffling."""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available)."""
+    precision: str = "auto"
+    """Inference precision: auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU);
+    training runs in fp32. bf16 on a CPU with bf16 instructions ran the network ~1.3x faster
+    with dev F1 within 0.001 (README)."""
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
     checkpoint_dir: str | None = None
@@ -93,7 +97,7 @@ class BiLSTMCRFConfig:
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
 
 
-RUNTIME_FIELDS = {"device", "num_threads", "checkpoint_dir", "resume", "predict_batch_size"}
+RUNTIME_FIELDS = {"device", "precision", "num_threads", "checkpoint_dir", "resume", "predict_batch_size"}
 
 
 def _jamo(ch: str) -> tuple[int, int, int]:
@@ -216,6 +220,8 @@ class BiLSTMCRFTagger(Tagger):
         if self.config.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be cpu, cuda or auto, not {self.config.device!r}")
         self.tags = bio_labels(self.labels)
+        if self.config.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.config.precision!r}")
         self.vocab: Vocab | None = None
         self.net: Network | None = None
         self._kiwi = None
@@ -252,13 +258,16 @@ class BiLSTMCRFTagger(Tagger):
         out: list[list[str]] = [[] for _ in encoded]
         bs = self.config.predict_batch_size
         self.net.eval()
+        precision = pick_precision(self.config.precision, self.device)
         with torch.inference_mode():
             for s in tqdm(range(0, len(order), bs), desc="bilstm-crf predict", leave=False, disable=len(order) <= 4 * bs):
                 idx = order[s : s + bs]
                 x, lengths = self._pad([encoded[i] for i in idx])
                 x = x.to(self.device)
                 mask = torch.arange(x.size(1), device=x.device) < lengths.to(x.device)[:, None]
-                best = self.net.crf.decode(self.net.emissions(x, lengths), mask).tolist()
+                with autocast(self.device, precision):
+                    emissions = self.net.emissions(x, lengths)  # (batch, seq, tags)
+                best = self.net.crf.decode(emissions.float(), mask).tolist()
                 for i, row, n in zip(idx, best, lengths.tolist()):
                     out[i] = [self.tags[t] for t in row[:n]]
         return out

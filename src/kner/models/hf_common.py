@@ -24,10 +24,12 @@ def pick_device(wanted: str) -> torch.device:
 
 
 def pick_precision(wanted: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (half precision is
-    slow or unsupported there)."""
+    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU, where bf16 pays
+    only on CPUs with bf16 instructions (AVX512-BF16, AMX), so it is asked for by name."""
     if wanted not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {wanted!r}")
+    if wanted == "fp16" and device.type != "cuda":
+        raise ValueError("precision='fp16' needs a GPU; on a CPU use 'bf16' or 'fp32'")
     if wanted != "auto":
         return wanted
     if device.type != "cuda":
@@ -38,7 +40,7 @@ def pick_precision(wanted: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str):
     """Mixed-precision context for inference (weights stay fp32, matmuls run in half)."""
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def local_only(name_or_path: str | os.PathLike) -> bool:

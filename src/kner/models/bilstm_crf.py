@@ -87,7 +87,7 @@ class BiLSTMCRFConfig:
     """cpu, cuda, or auto (cuda when available)."""
     precision: str = "auto"
     """Inference precision: auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU);
-    training runs in fp32. bf16 on a CPU with bf16 instructions ran the network ~1.3x faster
+    training runs in fp32. On a 2-core CPU with bf16 instructions bf16 ran 1,088 vs 709 sent/s
     with dev F1 within 0.001 (README)."""
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""

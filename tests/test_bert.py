@@ -235,7 +235,7 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
 
 
 def test_argmax_validity_follows_strict_iob2():
-    from kner.models.bert_speed import is_valid_iob2
+    from kner.align import is_valid_iob2
 
     assert is_valid_iob2(["O", "B-PS", "I-PS", "B-LC", "O"])
     assert not is_valid_iob2(["I-PS"]) and not is_valid_iob2(["O", "I-PS"]) and not is_valid_iob2(["B-LC", "I-PS"])

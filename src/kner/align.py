@@ -49,6 +49,16 @@ def bio_to_spans(tags: Sequence[str]) -> list[Span]:
     return spans
 
 
+def may_follow(prev: str | None, tag: str) -> bool:
+    """The IOB2 rule: ``I-X`` comes only right after ``B-X`` or ``I-X``; ``prev`` None is the start."""
+    return not tag.startswith("I-") or (prev is not None and prev[2:] == tag[2:])
+
+
+def is_valid_iob2(tags: Sequence[str]) -> bool:
+    """Does every tag of ``tags`` obey :func:`may_follow`?"""
+    return all(may_follow(tags[i - 1] if i else None, t) for i, t in enumerate(tags))
+
+
 def best_valid_iob2(log_probs: Sequence[Sequence[float]], tags: Sequence[str]) -> list[str]:
     """The tag sequence with the highest total log-probability among those that are valid IOB2
     (``I-X`` only right after ``B-X`` or ``I-X``), by Viterbi. ``log_probs`` is (positions, tags).
@@ -59,12 +69,10 @@ def best_valid_iob2(log_probs: Sequence[Sequence[float]], tags: Sequence[str]) -
     scores = np.asarray(log_probs, dtype=np.float64)  # (n, L)
     if not len(scores):
         return []
-    inside = [t.partition("-")[0] == "I" for t in tags]
-    kinds = [t.partition("-")[2] for t in tags]
-    # (L, L) additive transition mask: I-X may follow only B-X or I-X
-    allowed = np.array([[not inside[j] or kinds[i] == kinds[j] for j in range(len(tags))] for i in range(len(tags))])
+    allowed = np.array([[may_follow(prev, tag) for tag in tags] for prev in tags])  # (from L, to L)
     trans = np.where(allowed, 0.0, -np.inf)
-    best = np.where(inside, -np.inf, scores[0])  # (L,) best score of a path ending in each tag
+    starts = np.array([may_follow(None, tag) for tag in tags])
+    best = np.where(starts, scores[0], -np.inf)  # (L,) best score of a path ending in each tag
     back = np.zeros(scores.shape, dtype=np.int64)
     for k in range(1, len(scores)):
         cand = best[:, None] + trans  # (from L, to L)

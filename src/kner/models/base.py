@@ -108,12 +108,13 @@ class Tagger(ABC):
 
     @classmethod
     def from_meta(cls, directory: Path, meta: dict, overrides: dict | None = None) -> "Tagger":
-        known = {f.name for f in fields(cls.Config)}
-        unknown = sorted(set(overrides or {}) - known)
+        known, overrides = {f.name for f in fields(cls.Config)}, overrides or {}
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"a {cls.family} model has no setting {', '.join(map(repr, unknown))}; "
                              f"its settings are {', '.join(sorted(known))}")
-        config = cls.Config(**{**{k: v for k, v in meta.get("config", {}).items() if k in known}, **(overrides or {})})
+        saved = {k: v for k, v in meta.get("config", {}).items() if k in known}
+        config = cls.Config(**{**saved, **overrides})
         try:
             tagger = cls._load(directory, config)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

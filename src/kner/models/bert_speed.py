@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 
+from ..align import is_valid_iob2
 from ..types import Span
 from .bert import BertTagger
 
@@ -31,12 +32,6 @@ def pipeline_spans(entities: list[dict], text: str) -> list[Span] | None:
             return None
         spans.append(Span(start, end, ent["entity_group"]))
     return sorted(spans)
-
-
-def is_valid_iob2(tags: Sequence[str]) -> bool:
-    """No ``I-X`` that follows anything but ``B-X``/``I-X`` (or starts the sequence)."""
-    return all(not t.startswith("I-") or (i > 0 and tags[i - 1][2:] == t[2:])
-               for i, t in enumerate(tags))
 
 
 def argmax_is_valid(tagger: BertTagger, texts: Sequence[str]) -> list[bool]:

@@ -25,7 +25,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
-from .hf_common import PRECISIONS, autocast, pick_precision, threads
+from .hf_common import autocast, check_precision, pick_precision, threads
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,7 @@ class BiLSTMCRFTagger(Tagger):
         if self.config.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be cpu, cuda or auto, not {self.config.device!r}")
         self.tags = bio_labels(self.labels)
-        if self.config.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.config.precision!r}")
+        check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
         self.net: Network | None = None
         self._kiwi = None

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..align import may_follow
+
 FORBIDDEN = -1e4
 """Score added to a forbidden transition: finite (so logsumexp never sees -inf - -inf = nan)
 yet large enough that exp(FORBIDDEN) vanishes in float32."""
@@ -19,16 +21,9 @@ yet large enough that exp(FORBIDDEN) vanishes in float32."""
 
 def iob2_allowed(tags: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``allowed[i, j]``: may tag ``j`` follow tag ``i``; ``start[j]``: may a sentence start with
-    ``j``. Under IOB2 an ``I-X`` only continues ``B-X`` or ``I-X`` and never starts a sentence."""
-    n = len(tags)
-    allowed = torch.ones(n, n, dtype=torch.bool)
-    start = torch.ones(n, dtype=torch.bool)
-    for j, tag in enumerate(tags):
-        if tag.startswith("I-"):
-            kind = tag[2:]
-            start[j] = False
-            for i, prev in enumerate(tags):
-                allowed[i, j] = prev in (f"B-{kind}", f"I-{kind}")
+    ``j``, by :func:`kner.align.may_follow` (an ``I-X`` only continues ``B-X`` or ``I-X``)."""
+    allowed = torch.tensor([[may_follow(prev, tag) for tag in tags] for prev in tags])
+    start = torch.tensor([may_follow(None, tag) for tag in tags])
     return allowed, start
 
 

@@ -23,11 +23,15 @@ def pick_device(wanted: str) -> torch.device:
     return torch.device("cpu")
 
 
+def check_precision(wanted: str) -> None:
+    if wanted not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {wanted!r}")
+
+
 def pick_precision(wanted: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU, where bf16 pays
     only on CPUs with bf16 instructions (AVX512-BF16, AMX), so it is asked for by name."""
-    if wanted not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {wanted!r}")
+    check_precision(wanted)
     if wanted == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs a GPU; on a CPU use 'bf16' or 'fp32'")
     if wanted != "auto":

@@ -3,8 +3,8 @@ import pytest
 
 from kner.align import (
     MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, morpheme_tags,
-    owner_window,
-    parse_markup, spans_to_bio, to_markup, token_tags_from_chars, trim_offsets, windows,
+    owner_window, parse_markup, piece_offsets, piece_words, spans_to_bio, split_pieces, to_markup, token_tags_from_chars, trim_offsets,
+    windows,
 )
 from kner.types import Example, Span
 
@@ -101,6 +101,26 @@ def test_morpheme_tags_cover_each_character_a_morpheme_covers():
     tokens = [M(tag="VV", start=0, len=1), M(tag="EP", start=0, len=1), M(tag="EF", start=1, len=1),
               M(tag="NNP", start=3, len=2)]
     assert morpheme_tags("갔다 서울", tokens) == ["B-EP", "B-EF", "_", "B-NNP", "I-NNP"]
+
+
+def test_pieces_cover_every_non_space_character_once_cut_at_the_given_positions():
+    text = " 서울에서  이순신이\t왔다 "
+    # cuts at 에(3), 이(10), a space (5: nothing to cut) and a word start (7: already a piece start)
+    pieces = split_pieces(text, {3, 5, 7, 10})
+    assert [text[s:e] for s, e in pieces] == ["서울", "에서", "이순신", "이", "왔다"]
+    assert split_pieces(text) == [(1, 5), (7, 11), (12, 14)]
+    assert split_pieces("  ") == [] and split_pieces("가", {0, 1}) == [(0, 1)]
+
+
+def test_offsets_within_pieces_become_offsets_within_the_text():
+    text = " 서울에서  이순신"
+    pieces = [(1, 3), (3, 5), (7, 10)]
+    words = piece_words(text, pieces)
+    assert words == [" 서울", "에서", " 이순신"]  # a space only where a word starts
+    # subwords "▁서울" | "에" "서" | "▁" "이순신", offsets within each word
+    word_ids = [None, 0, 1, 1, 2, 2, None]
+    offsets = [(0, 0), (0, 3), (0, 1), (1, 2), (0, 1), (1, 4), (0, 0)]
+    assert piece_offsets(pieces, words, word_ids, offsets) == [(0, 0), (1, 3), (3, 4), (4, 5), (7, 7), (7, 10), (0, 0)]
 
 
 def test_eojeol_positions():

@@ -16,8 +16,8 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 import kner
 from builders import bert as builder
 from conftest import OVERFIT, REPO, _ex
-from kner.align import bio_labels, bridge_uncovered, spans_to_bio, token_tags_from_chars
-from kner.models.bert import IGNORE, BertTagger, WindowEncoder, decode_spans
+from kner.align import bio_labels, bridge_uncovered, piece_words, spans_to_bio, token_tags_from_chars
+from kner.models.bert import IGNORE, BertTagger, Encoded, WindowEncoder, decode_spans
 from kner.scoring import score
 from kner.types import Example, Span
 
@@ -81,6 +81,41 @@ def test_tricky_texts_keep_their_entities_through_the_tokenizer(kind, request):
     # The entities whose edges are subword edges in both tokenizers: spaces, Latin, Hanja, digits.
     for ex, spans, aligned in results[1:4]:
         assert aligned and spans == sorted(ex.spans), ex.text
+
+
+def test_morpheme_pretokenization_puts_entity_boundaries_on_subword_boundaries(request, klue_train_slice):
+    tokenizer = AutoTokenizer.from_pretrained(builder.base_model(request, "sentencepiece"))
+    raw, split = WindowEncoder(tokenizer, 24, 6, pretokenize="none"), WindowEncoder(tokenizer, 24, 6)
+    assert split.piece_tokenizer is not None  # auto: a SentencePiece tokenizer reads morphemes
+    examples = klue_train_slice[:400] + TRICKY
+    results = _round_trip(split, examples)
+    for ex, spans, aligned in results:
+        if aligned:
+            assert spans == sorted(ex.spans), ex.text
+    n_raw, n_split = (sum(aligned for _, _, aligned in _round_trip(e, examples)) for e in (raw, split))
+    assert n_split >= n_raw and n_split > 0.97 * len(examples)  # the tiny vocabularies are mostly single syllables
+    # Every subword indexes characters of one piece of its own text, whatever the text holds.
+    texts = [ex.text for ex in examples]
+    for text, enc, pieces in zip(texts, split.encode(texts), split.pieces(texts)):
+        assert all(any(ps <= s and e <= pe for ps, pe in pieces) for s, e in enc.offsets if e > s), text
+        assert not enc.ids or len(enc.ids) == len(enc.offsets)
+    assert split.encode(["", "  "]) == [Encoded([], [], [])] * 2
+    # Word starts keep their ▁, morphemes inside a word get none: 서울에서 -> ▁서울 | 에서.
+    text = "서울에서 부산까지"
+    enc = split.encode([text])[0]
+    subwords = [(piece, text[s:e]) for piece, (s, e) in zip(tokenizer.convert_ids_to_tokens(enc.ids), enc.offsets)]
+    assert all(piece.lstrip("▁") == chars for piece, chars in subwords if chars), subwords
+    starts = [s for s, e in enc.offsets if e > s]
+    assert [s for piece, (s, e) in zip(tokenizer.convert_ids_to_tokens(enc.ids), enc.offsets)
+            if piece.startswith("▁") and e > s] == [0, 5]
+    assert {0, 2, 5, 7} <= set(starts)  # 서울 | 에서 | 부산 | 까지
+
+
+def test_wordpiece_tokenizers_read_raw_text_and_refuse_morphemes(request):
+    tokenizer = AutoTokenizer.from_pretrained(builder.base_model(request, "wordpiece"))
+    assert WindowEncoder(tokenizer, 24, 6).piece_tokenizer is None
+    with pytest.raises(ValueError, match="pretokenize 'morphemes' needs a SentencePiece tokenizer"):
+        WindowEncoder(tokenizer, 24, 6, pretokenize="morphemes")
 
 
 def test_unknown_pieces_do_not_shift_offsets(request):
@@ -188,11 +223,41 @@ def test_xlmr_style_model_learns_exact_spans_and_keeps_its_best_epoch(request, t
     assert final == max(r.dev_f1 for r in tagger.history) == 1.0
 
 
+def test_a_pretokenizing_model_learns_exact_spans_reloads_and_matches_the_pipeline_given_the_same_pieces(
+        request, tmp_path):
+    from kner.models.bert_speed import compare_with_pipeline
+
+    tagger = builder.make(tmp_path, request, "sentencepiece", pretokenize="morphemes").fit(OVERFIT)
+    texts = [ex.text for ex in OVERFIT]
+    predicted = tagger.predict(texts)
+    assert score(OVERFIT, predicted).f1 == 1.0
+    tagger.save(tmp_path / "run")
+    reloaded = kner.load(tmp_path / "run")
+    assert reloaded.config.pretokenize == "morphemes" and reloaded.predict(texts) == predicted
+    result = compare_with_pipeline(reloaded, texts, pipeline_batch_sizes=(1,))
+    # Texts where the pipeline reports an entity made of a lone ▁ alone are not comparable.
+    assert result["n_equal_spans"] == result["n_comparable"] >= 2, result["examples_differing"]
+
+
+def test_pipeline_offsets_over_pre_split_words_map_back_to_the_text():
+    from kner.models.bert_speed import pipeline_spans
+
+    text = "김철수는  2019년 삼성전자에"
+    pieces = [(0, 3), (3, 4), (6, 10), (10, 11), (12, 16), (16, 17)]
+    joined = "".join(piece_words(text, pieces))  # " 김철수는 2019년 삼성전자에"
+    entities = [{"start": joined.index(w) - lead, "end": joined.index(w) + len(w), "entity_group": label}
+                for w, lead, label in [("김철수", 1, "PS"), ("2019년", 0, "DT"), ("삼성전자", 1, "OG")]]
+    assert pipeline_spans(entities, text, pieces) == [Span(0, 3, "PS"), Span(6, 11, "DT"), Span(12, 16, "OG")]
+    assert pipeline_spans([{"start": 0, "end": 1, "entity_group": "PS"}], text, pieces) is None  # a lone ▁
+
+
 def test_bad_settings_and_labels_are_refused_with_the_fix(request, tmp_path):
     with pytest.raises(ValueError, match="stride"):
         builder.make(tmp_path, request, max_length=10, stride=8).fit(OVERFIT)
     with pytest.raises(ValueError, match="positions"):
         builder.make(tmp_path, request, max_length=512).fit(OVERFIT)
+    with pytest.raises(ValueError, match="pretokenize must be one of auto, none, morphemes, not 'kiwi'"):
+        builder.make(tmp_path, request, pretokenize="kiwi").fit(OVERFIT)
     with pytest.raises(ValueError, match="label 'XX'"):
         builder.make(tmp_path, request).fit([Example("이순신", (Span(0, 3, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):

@@ -7,11 +7,12 @@ of tested rules decides where an entity starts and ends.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .types import LABELS, Span
 
 OUTSIDE = "O"
+_EOJEOL = re.compile(r"\S+")  # an eojeol: a whitespace-delimited word
 
 
 def bio_labels(types: Sequence[str] = LABELS) -> list[str]:
@@ -169,6 +170,41 @@ def trim_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[in
     return out
 
 
+def split_pieces(text: str, cuts: Collection[int] = ()) -> list[tuple[int, int]]:
+    """``text``'s whitespace-delimited words, also cut before each position in ``cuts`` (such as
+    morpheme starts), as ``[start, end)`` character ranges: every non-space character lies in
+    exactly one piece, in order. Positions in ``cuts`` outside a word change nothing."""
+    pieces: list[tuple[int, int]] = []
+    for m in _EOJEOL.finditer(text):
+        s, e = m.span()
+        inner = sorted(c for c in set(cuts) if s < c < e)
+        pieces += list(zip([s] + inner, inner + [e]))
+    return pieces
+
+
+def piece_words(text: str, pieces: Sequence[tuple[int, int]]) -> list[str]:
+    """Each piece's text, with one leading space where the piece begins a word (at the start of
+    ``text`` or after whitespace), so a SentencePiece tokenizer marks word starts (``▁``) there and
+    only there, as it does on the raw text."""
+    return [(" " if s == 0 or text[s - 1].isspace() else "") + text[s:e] for s, e in pieces]
+
+
+def piece_offsets(pieces: Sequence[tuple[int, int]], words: Sequence[str], word_ids: Sequence[int | None],
+                  offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character ranges over the whole text of the subwords of ``words`` (:func:`piece_words`)
+    tokenized with ``is_split_into_words``, whose offsets index their own word. A lone ``▁``
+    subword (the added space alone) covers no character, as on raw text once
+    :func:`trim_offsets` has removed the space. Tokens of no word (special tokens) become ``(0, 0)``."""
+    out = []
+    for w, (s, e) in zip(word_ids, offsets):
+        if w is None:
+            out.append((0, 0))
+            continue
+        lead = len(words[w]) - (pieces[w][1] - pieces[w][0])
+        out.append((pieces[w][0] + max(s - lead, 0), pieces[w][0] + max(e - lead, 0)))
+    return out
+
+
 def token_tags_from_chars(char_tags: Sequence[str], offsets: Sequence[tuple[int, int]]) -> list[str | None]:
     """Label each token from the characters it covers: the tag of its first character.
     Tokens covering no character (special, padding, whitespace-only) get ``None`` (ignored in
@@ -222,8 +258,6 @@ def owner_window(wins: Sequence[tuple[int, int]]) -> list[int]:
 
 
 # --- eojeol (whitespace-delimited word) structure, used by the feature-based models -------
-
-_EOJEOL = re.compile(r"\S+")
 
 
 def eojeol_positions(text: str) -> list[str]:

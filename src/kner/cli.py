@@ -83,6 +83,8 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     for p in (ev, pr):
         p.add_argument("--precision", metavar="{auto,fp32,bf16,fp16}",
                        help="run a torch model in this precision instead of its saved one (bf16 pays on CPUs with bf16 instructions)")
+        p.add_argument("--pretokenize", choices=["auto", "none", "morphemes"],
+                       help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
 
     bench = sub.add_parser("benchmark", help="train (or reuse), evaluate and time model families; write a report")
     bench.add_argument("--models", required=True, help=f"comma-separated families: {','.join(models.names())}")
@@ -145,7 +147,7 @@ def _metrics(s: Scores) -> dict:
 
 
 def _runtime(args: argparse.Namespace) -> dict:
-    return {"precision": args.precision} if args.precision else {}
+    return {k: v for k in ("precision", "pretokenize") if (v := getattr(args, k, None))}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -13,10 +13,12 @@ Prediction is three steps, so another runtime (ONNX) can replace the middle one:
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +27,16 @@ import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
 
-from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window, spans_to_bio,
-                     token_tags_from_chars, trim_offsets, windows)
+from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window,
+                     piece_offsets, piece_words, spans_to_bio, split_pieces, token_tags_from_chars, trim_offsets, windows)
+from ..morphology import morpheme_starts
 from ..scoring import score
 from ..types import Example, Span
 from . import hf_common
 from .base import EpochRecord, Tagger
 
 log = logging.getLogger(__name__)
+PRETOKENIZERS = ("auto", "none", "morphemes")
 IGNORE = -100  # label id the loss skips (special and padding tokens, tokens covering only spaces)
 
 
@@ -57,6 +61,13 @@ class BertTaggerConfig:
     """AdamW weight decay."""
     seed: int = 42
     """Seed for the classifier initialisation, dropout and shuffling."""
+    pretokenize: str = "auto"
+    """morphemes: subwords never cross a Kiwi morpheme boundary (서울에서 -> ▁서울 | 에서, not
+    ▁서울에서), so an entity boundary almost never falls inside a subword: a perfect subword
+    tagger scores 0.998 KLUE dev F1 this way against 0.915 on raw text with e5-small's tokenizer.
+    Word starts keep their ``▁`` and morphemes inside a word get none, as on raw text, so the
+    model sees familiar subwords. Needs a SentencePiece (Metaspace) tokenizer. none: the
+    tokenizer reads the raw text. auto: morphemes where the tokenizer allows it, else none."""
     freeze_embeddings: bool = False
     """Keep the word-embedding matrix fixed: much less optimiser work for large vocabularies
     (XLM-R's 250k rows are most of e5-small's weights), usually at little cost in F1."""
@@ -92,11 +103,17 @@ class WindowEncoder:
     tokens around a window are learned from the tokenizer itself (``[CLS] … [SEP]``,
     ``<s> … </s>``…), so any single-sequence template works."""
 
-    def __init__(self, tokenizer, max_length: int, stride: int) -> None:
+    def __init__(self, tokenizer, max_length: int, stride: int, pretokenize: str = "auto") -> None:
+        if pretokenize not in PRETOKENIZERS:
+            raise ValueError(f"pretokenize must be one of {', '.join(PRETOKENIZERS)}, not {pretokenize!r}")
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; character offsets need one "
                              "(a tokenizer.json), so pick a model that ships it")
         self.tokenizer = tokenizer
+        self.piece_tokenizer = piece_tokenizer(tokenizer) if pretokenize != "none" else None
+        if pretokenize == "morphemes" and self.piece_tokenizer is None:
+            raise ValueError(f"pretokenize 'morphemes' needs a SentencePiece tokenizer (a Metaspace pre-tokenizer); "
+                             f"this one is {type(tokenizer).__name__} without one; use pretokenize 'none'")
         probe = tokenizer("a", add_special_tokens=False)["input_ids"]
         full = tokenizer("a")["input_ids"]
         k = next(k for k in range(len(full)) if full[k : k + len(probe)] == probe)
@@ -108,12 +125,29 @@ class WindowEncoder:
         self.stride = stride
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    def pieces(self, texts: Sequence[str]) -> list[list[tuple[int, int]]] | None:
+        """The morphemes (character ranges) each text is cut into before subword tokenization
+        (:attr:`piece_tokenizer` reads them as :func:`~kner.align.piece_words`), or ``None`` when
+        the tokenizer reads raw text."""
+        if self.piece_tokenizer is None:
+            return None
+        return [split_pieces(text, starts) for text, starts in zip(texts, morpheme_starts(texts))]
+
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        batch = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        texts, kw = list(texts), {"add_special_tokens": False, "return_offsets_mapping": True, "verbose": False}
+        pieces = self.pieces(texts)
+        if pieces is None:
+            batch = self.tokenizer(texts, **kw)
+            offsets = batch["offset_mapping"]
+        else:  # offsets come per word; a blank text has no word, and the tokenizer wants one
+            words = [piece_words(t, p) for t, p in zip(texts, pieces)]
+            batch = self.piece_tokenizer([w or [""] for w in words], is_split_into_words=True, **kw)
+            offsets = [piece_offsets(p, w, batch.word_ids(i), o) if p else []
+                       for i, (p, w, o) in enumerate(zip(pieces, words, batch["offset_mapping"]))]
         out = []
-        for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"]):
-            wins = windows(len(ids), self.size, self.stride) if ids else []
-            out.append(Encoded(ids, trim_offsets(text, offsets), wins))
+        for text, ids, offs in zip(texts, batch["input_ids"], offsets):
+            ids = ids if offs else []
+            out.append(Encoded(ids, trim_offsets(text, offs), windows(len(ids), self.size, self.stride) if ids else []))
         return out
 
     def window_ids(self, enc: Encoded, w: int) -> list[int]:
@@ -123,6 +157,23 @@ class WindowEncoder:
     def window_labels(self, enc: Encoded, w: int, token_label_ids: list[int]) -> list[int]:
         s, e = enc.wins[w]
         return [IGNORE] * len(self.prefix) + token_label_ids[s:e] + [IGNORE] * len(self.suffix)
+
+
+def piece_tokenizer(tokenizer):
+    """A copy of a SentencePiece-style fast tokenizer that reads pre-split words (see
+    :func:`~kner.align.piece_words`) as one text: ``▁`` only where a word brings its own leading
+    space, none before a morpheme inside a word. ``None`` when ``tokenizer`` has no Metaspace
+    pre-tokenizer (WordPiece, byte-level BPE)."""
+    from tokenizers import pre_tokenizers
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    metaspace = [p for p in spec.get("pretokenizers", [spec]) if p.get("type") == "Metaspace"]
+    if not metaspace:
+        return None
+    copy = deepcopy(tokenizer)
+    copy.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=metaspace[0].get("replacement", "▁"), prepend_scheme="never", split=True)
+    return copy
 
 
 def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int, pad_id: int
@@ -176,7 +227,7 @@ class BertTagger(Tagger):
     def _attach(self, tokenizer, model) -> None:
         self.tokenizer, self.model = tokenizer, model.to(self.device)
         self.tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        self.encoder = WindowEncoder(tokenizer, self.config.max_length, self.config.stride)
+        self.encoder = WindowEncoder(tokenizer, self.config.max_length, self.config.stride, self.config.pretokenize)
         limit = model.config.max_position_embeddings
         if model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
             limit -= model.config.pad_token_id + 1  # their position ids start after the padding index

@@ -5,32 +5,46 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Sequence
 
-from ..align import is_valid_iob2
+from ..align import is_valid_iob2, piece_words
 from ..types import Span
 from .bert import BertTagger
 
 
-def pipeline_spans(entities: list[dict], text: str) -> list[Span] | None:
+def pipeline_spans(entities: list[dict], text: str, pieces: Sequence[tuple[int, int]] | None = None
+                   ) -> list[Span] | None:
     """The pipeline's grouped entities as spans over ``text``; ``None`` when one of them cannot
-    be mapped to characters (no offsets, or nothing but whitespace)."""
+    be mapped to characters (no offsets, or nothing but whitespace). With ``pieces`` (the model
+    pre-splits text, and the pipeline was given :func:`~kner.align.piece_words` joined by no
+    delimiter) the pipeline's offsets index those words joined, and are mapped back to ``text``."""
+    words = [text] if pieces is None else piece_words(text, pieces)
+    origin = [0] if pieces is None else [s - (len(w) - (e - s)) for w, (s, e) in zip(words, pieces)]
+    starts = list(itertools.accumulate((len(w) for w in words[:-1]), initial=0))  # of each word, joined
+    joined = "".join(words)
+
+    def to_text(i: int) -> int:  # a non-space character of `joined` -> its index in `text`
+        w = bisect.bisect_right(starts, i) - 1
+        return origin[w] + i - starts[w]
+
     spans = []
     for ent in entities:
         start, end = ent.get("start"), ent.get("end")
         if start is None or end is None:
             return None
-        while start < end and text[start].isspace():  # SentencePiece offsets may include the space
+        while start < end and joined[start].isspace():  # SentencePiece offsets may include the space
             start += 1
-        while end > start and text[end - 1].isspace():
+        while end > start and joined[end - 1].isspace():
             end -= 1
         if start == end:
             return None
-        spans.append(Span(start, end, ent["entity_group"]))
+        spans.append(Span(to_text(start), to_text(end - 1) + 1, ent["entity_group"]))
     return sorted(spans)
 
 
@@ -64,18 +78,24 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
     if not texts:
         raise ValueError("no text fits in one window; pass shorter texts")
     tagger.model.eval()
-    pipe = pipeline("token-classification", model=tagger.model, tokenizer=tagger.tokenizer,
-                    aggregation_strategy="simple", device=tagger.device)
+    # A model that reads morphemes (pretokenize) is given to the pipeline with the same words and
+    # word-reading tokenizer, so both see the same subwords; only kner is charged for the splitting.
+    pieces = tagger.encoder.pieces(texts)
+    pipe = pipeline("token-classification", model=tagger.model, aggregation_strategy="simple", device=tagger.device,
+                    tokenizer=tagger.tokenizer if pieces is None else tagger.encoder.piece_tokenizer)
+    inputs = texts if pieces is None else [piece_words(t, p) for t, p in zip(texts, pieces)]
+    split = {} if pieces is None else {"is_split_into_words": True, "delimiter": ""}
     tagger.predict(texts[:64])
-    pipe(texts[:8])
+    pipe(inputs[:8], **split)
     ours, ours_s = _timed(lambda: tagger.predict(texts))
     runs = {}
     for bs in pipeline_batch_sizes:
-        out, seconds = _timed(lambda: pipe(texts, batch_size=bs))
+        out, seconds = _timed(lambda: pipe(inputs, batch_size=bs, **split))
         runs[bs] = (out, seconds)
     best_bs = min(runs, key=lambda b: runs[b][1])
     theirs, theirs_s = runs[best_bs]
-    mapped = [pipeline_spans(ents, t) for ents, t in zip(theirs, texts)]
+    mapped = [pipeline_spans(ents, t, None if pieces is None else p)
+              for ents, t, p in zip(theirs, texts, pieces or texts)]
     comparable = [(a, b) for a, b in zip(ours, mapped) if b is not None]
     valid = [(a, b) for (a, b), ok in zip(zip(ours, mapped), argmax_is_valid(tagger, texts)) if ok and b is not None]
     n_chars = sum(len(t) for t in texts)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
 from ..scoring import score
+from ..morphology import kiwi
 from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
@@ -223,7 +224,6 @@ class BiLSTMCRFTagger(Tagger):
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
         self.net: Network | None = None
-        self._kiwi = None
 
     @property
     def device(self) -> torch.device:
@@ -237,11 +237,7 @@ class BiLSTMCRFTagger(Tagger):
         """Per character ``B-TAG``/``I-TAG`` of the Kiwi morpheme covering it, else ``_``."""
         if not self.config.kiwi_dim:
             return [None] * len(texts)
-        if self._kiwi is None:
-            from kiwipiepy import Kiwi
-
-            self._kiwi = Kiwi(num_workers=-1)
-        return [morpheme_tags(text, tokens) for text, tokens in zip(texts, self._kiwi.tokenize(list(texts)))]
+        return [morpheme_tags(text, tokens) for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
 
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return [self.vocab.encode(t, p) for t, p in zip(texts, self._pos_tags(texts))]

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..align import bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
+from ..morphology import kiwi
 from ..types import Example, Span
 from .base import Tagger
 
@@ -63,11 +64,7 @@ class Featurizer:
 
     def __init__(self, config: CRFConfig) -> None:
         self.config = config
-        self._kiwi = None
-        if config.kiwi:
-            from kiwipiepy import Kiwi
-
-            self._kiwi = Kiwi(num_workers=-1)
+        self._kiwi = kiwi() if config.kiwi else None
 
     def many(self, texts: list[str]):
         """Features of each text, lazily; Kiwi analyses the whole list on its thread pool."""

@@ -155,7 +155,15 @@ def test_a_real_bert_run_gets_the_transformers_card_and_its_pipeline_snippet_wor
     result = plan(run, "me/kner-bert")
     card = ModelCard(result.card)
     assert card.data.library_name == "transformers" and "onnx/model.onnx" in card.text
+    assert "reads morphemes" not in card.text  # WordPiece: pretokenize auto reads raw text
     assert {"config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx"} <= set(result.files)
     # What the card's snippet does, on the local folder instead of the hub id.
     found = pipeline("token-classification", model=str(run), aggregation_strategy="simple", device="cpu")(OVERFIT[0].text)
     assert {g["entity_group"] for g in found} == {s.label for s in OVERFIT[0].spans}
+
+
+def test_the_card_of_a_morpheme_reading_bert_run_warns_that_the_plain_pipeline_reads_raw_text(tmp_path, request):
+    from builders import bert as bert_builder
+
+    run = bert_builder.make(tmp_path, request, "sentencepiece", epochs=1).fit(OVERFIT[:2]).save(tmp_path / "bert")
+    assert "reads morphemes" in model_card(run, "me/kner-bert")

@@ -95,7 +95,7 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         _results_section(metrics),
         _speed_section(meta),
         _data_section(metrics),
-        _usage_section(repo_id, hf_ready, (run_dir / "onnx" / "model.onnx").is_file()),
+        _usage_section(repo_id, hf_ready, (run_dir / "onnx" / "model.onnx").is_file(), _reads_morphemes(run_dir, config)),
         "## Hyperparameters\n\n```json\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```",
         _history_section(meta),
         "## License\n\nThe weights are derived from KLUE NER, which is licensed CC BY-SA 4.0, "
@@ -161,7 +161,14 @@ def _data_section(metrics: dict) -> str:
     )
 
 
-def _usage_section(repo_id: str, hf_ready: bool, has_onnx: bool) -> str:
+def _reads_morphemes(run_dir: Path, config: dict) -> bool:
+    """Does this BERT run cut text at morphemes first (``pretokenize``; auto does where the
+    tokenizer is SentencePiece, i.e. has a Metaspace pre-tokenizer)?"""
+    mode, tok = config.get("pretokenize", "none"), run_dir / "tokenizer.json"
+    return mode == "morphemes" or (mode == "auto" and tok.is_file() and '"Metaspace"' in tok.read_text(encoding="utf-8"))
+
+
+def _usage_section(repo_id: str, hf_ready: bool, has_onnx: bool, pretokenizes: bool = False) -> str:
     parts = [
         "## Usage",
         "With kner (`pip install kner huggingface_hub`):",
@@ -179,6 +186,10 @@ def _usage_section(repo_id: str, hf_ready: bool, has_onnx: bool) -> str:
             f'print(ner("{EXAMPLE}"))\n```',
             "kner's own `predict` additionally handles texts longer than one window and returns exact character spans.",
         ]
+        if pretokenizes:
+            parts.append("This model reads morphemes (`pretokenize` in kner.json): kner cuts the text at Kiwi morpheme "
+                         "starts before subword tokenization. The plain pipeline reads raw text instead and scores lower; "
+                         "the figures above are kner's `predict`.")
     if has_onnx:
         parts.append("`onnx/model.onnx` is the same network exported for onnxruntime (`kner export-onnx`); "
                      "`kner serve --backend onnx` and `kner.onnx_backend.load_onnx` use it and give the same spans as torch.")

@@ -26,18 +26,17 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
-from .gazetteer import Gazetteer
 from .hf_common import autocast, check_precision, pick_precision, threads
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, VOCAB_FILE, GAZETTEER_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "gazetteer.json", "checkpoint.pt"
+MODEL_FILE, VOCAB_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "checkpoint.pt"
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
-# Columns of an encoded text (seq, 9): syllable, left/right bigram, eojeol position,
-# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag, gazetteer bits.
-CHAR, BI_L, BI_R, EOJ, JAMO, POS, GAZ = 0, 1, 2, 3, 4, 7, 8
+# Columns of an encoded text (seq, 8): syllable, left/right bigram, eojeol position,
+# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS = 0, 1, 2, 3, 4, 7
 
 
 @dataclass
@@ -57,12 +56,6 @@ class BiLSTMCRFConfig:
     kiwi_dim: int = 16
     """Kiwi morphological-tag embedding size; 0 = off (+3.7 F1 points in the README's ablation,
     about 30% slower inference)."""
-    gazetteer_dim: int = 0
-    """Size of the projected gazetteer features (where a string that was an entity in the
-    training data starts, continues, ends; see :mod:`.gazetteer`); 0 = off."""
-    gazetteer_ratio: float = 0.5
-    """A string counts as a label when at least this share of the training sentences containing
-    it tag it so."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -136,14 +129,14 @@ class Vocab:
     def sizes(self) -> tuple[int, int, int]:
         return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos)
 
-    def encode(self, text: str, pos: list[str] | None, gaz: list[int] | None = None) -> torch.Tensor:
-        """``(len(text), 9)`` ids; see the column constants."""
+    def encode(self, text: str, pos: list[str] | None) -> torch.Tensor:
+        """``(len(text), 8)`` ids; see the column constants."""
         padded = "\x02" + text + "\x03"
         bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
         eoj = eojeol_positions(text)
         rows = [
             (self.char_id.get(c) or self.unk[char_class(c)], bi[i], bi[i + 1], EOJEOL[eoj[i]], *_jamo(c),
-             self.pos_id.get(pos[i], 1) if pos else 0, gaz[i] if gaz else 0)
+             self.pos_id.get(pos[i], 1) if pos else 0)
             for i, c in enumerate(text)
         ]
         return torch.tensor(rows, dtype=torch.long)
@@ -160,9 +153,7 @@ class Network(nn.Module):
         # A width-3 convolution over a syllable's three jamo slots is one linear map of their concatenation.
         self.jamo_conv = nn.Linear(3 * cfg.jamo_dim, cfg.jamo_dim) if cfg.jamo_dim else None
         self.pos = nn.Embedding(n_pos, cfg.kiwi_dim, padding_idx=0) if cfg.kiwi_dim else None
-        self.n_gaz = 3 * (len(tags) - 1) // 2  # B/I/E bits per entity type
-        self.gazetteer = nn.Linear(self.n_gaz, cfg.gazetteer_dim) if cfg.gazetteer_dim else None
-        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.gazetteer_dim
+        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -171,7 +162,7 @@ class Network(nn.Module):
         self.crf = CRF(len(tags), allowed, start)
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``x`` (batch, seq, 9) ids -> (batch, seq, tags) emission scores."""
+        """``x`` (batch, seq, 8) ids -> (batch, seq, tags) emission scores."""
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
@@ -182,9 +173,6 @@ class Network(nn.Module):
             parts.append(torch.tanh(self.jamo_conv(jamo)))
         if self.pos is not None:
             parts.append(self.pos(x[..., POS]))
-        if self.gazetteer is not None:
-            bits = (x[..., GAZ, None] >> torch.arange(self.n_gaz, device=x.device)) & 1  # (batch, seq, n_gaz)
-            parts.append(torch.tanh(self.gazetteer(bits.float())))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
         # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
         # first, which spares packing two reorderings (index_select) of the whole batch.
@@ -235,7 +223,6 @@ class BiLSTMCRFTagger(Tagger):
         self.tags = bio_labels(self.labels)
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
-        self.gazetteer: Gazetteer | None = None
         self.net: Network | None = None
 
     @property
@@ -252,21 +239,13 @@ class BiLSTMCRFTagger(Tagger):
             return [None] * len(texts)
         return [morpheme_tags(text, tokens) for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
 
-    def _encode(self, texts: Sequence[str], pos: Sequence[list[str] | None] | None = None,
-                train: Sequence[Example] | None = None) -> list[torch.Tensor]:
-        """Encoded ``texts`` (``pos``: their Kiwi tags if already known); ``train``: the examples
-        they come from, each left out of the gazetteer counts for its own text."""
-        pos = self._pos_tags(texts) if pos is None else pos
-        if self.gazetteer is None:
-            gaz = [None] * len(texts)
-        else:
-            gaz = [self.gazetteer.bits(t, ex) for t, ex in zip(texts, train or [None] * len(texts))]
-        return [self.vocab.encode(t, p, g) for t, p, g in zip(texts, pos, gaz)]
+    def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return [self.vocab.encode(t, p) for t, p in zip(texts, self._pos_tags(texts))]
 
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(e) for e in encoded])
-        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 9), (batch,)
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 8), (batch,)
 
     def _decode(self, encoded: Sequence[torch.Tensor]) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length."""
@@ -326,8 +305,7 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         pos = self._pos_tags(texts)
         self.vocab = Vocab.build(texts, pos if cfg.kiwi_dim else None, cfg)
-        self.gazetteer = Gazetteer.build(train, self.labels, cfg.gazetteer_ratio) if cfg.gazetteer_dim else None
-        x_train = self._encode(texts, pos, train)
+        x_train = [self.vocab.encode(t, p) for t, p in zip(texts, pos)]
         y_train = [self._gold(ex) for ex in train]
         x_dev = self._encode([ex.text for ex in dev if ex.text])
         self.net = Network(cfg, self.vocab, self.tags)
@@ -427,15 +405,11 @@ class BiLSTMCRFTagger(Tagger):
         torch.save(self.net.state_dict(), directory / MODEL_FILE)
         vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos}
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        if self.gazetteer is not None:
-            (directory / GAZETTEER_FILE).write_text(json.dumps(self.gazetteer.to_json(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
         tagger = cls(config)
         tagger.vocab = Vocab(**json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8")))
-        if config.gazetteer_dim:
-            tagger.gazetteer = Gazetteer.from_json(json.loads((directory / GAZETTEER_FILE).read_text(encoding="utf-8")))
         tagger.net = Network(config, tagger.vocab, tagger.tags)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

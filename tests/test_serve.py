@@ -236,3 +236,19 @@ def test_kner_serve_of_a_folder_that_is_not_a_model_exits_with_a_message(tmp_pat
 
     with pytest.raises(SystemExit, match="kner serve: .*kner.json"):
         main(["serve", str(tmp_path)])
+
+
+def test_kner_serve_applies_runtime_flags_to_the_models_whose_family_has_them(crf_runs, tmp_path, overfit_examples,
+                                                                                monkeypatch):
+    from builders.bilstm_crf import make
+
+    from kner.cli import main
+
+    bilstm = make(tmp_path, None).fit(overfit_examples).save(tmp_path / "bilstm")
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.update(app=app))
+    loaded = []
+    monkeypatch.setattr("kner.serve.create_app", lambda models, **kw: loaded.extend(models))
+    main(["serve", str(crf_runs[0]), str(bilstm), "--precision", "bf16"])
+    crf, lstm = (m.tagger for m in loaded)
+    assert lstm.config.precision == "bf16" and not hasattr(crf.config, "precision")

@@ -81,10 +81,7 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
                     help="markup: <이순신:PS> inline (\\< \\> escape literal brackets); json: spans")
     pr.add_argument("--batch-size", type=int, default=256)
     for p in (ev, pr):
-        p.add_argument("--precision", metavar="{auto,fp32,bf16,fp16}",
-                       help="run a torch model in this precision instead of its saved one (bf16 pays on CPUs with bf16 instructions)")
-        p.add_argument("--pretokenize", choices=["auto", "none", "morphemes"],
-                       help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
+        _runtime_flags(p)
 
     bench = sub.add_parser("benchmark", help="train (or reuse), evaluate and time model families; write a report")
     bench.add_argument("--models", required=True, help=f"comma-separated families: {','.join(models.names())}")
@@ -106,6 +103,7 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     srv.add_argument("--max-batch", type=int, default=64, help="most texts in one request (more: HTTP 413)")
     srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                      help="runtime for bert runs: onnx = onnxruntime on the 'kner export-onnx' output")
+    _runtime_flags(srv)
 
     push = sub.add_parser("push", help="publish a run directory to the Hugging Face Hub with a generated model card")
     push.add_argument("run_dir")
@@ -144,6 +142,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _metrics(s: Scores) -> dict:
     d = s.to_dict()
     return {k: d[k] for k in ("f1", "precision", "recall", "klue_entity_macro_f1", "klue_char_macro_f1", "per_type")}
+
+
+def _runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """Settings that change how a saved model runs, not what it learned (``kner.load`` overrides)."""
+    parser.add_argument("--precision", metavar="{auto,fp32,bf16,fp16}",
+                        help="run torch models in this precision instead of the saved one (bf16 pays on CPUs with bf16 instructions)")
+    parser.add_argument("--pretokenize", choices=["auto", "none", "morphemes"],
+                        help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
 
 
 def _runtime(args: argparse.Namespace) -> dict:
@@ -218,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .serve import serve
 
     serve(args.run_dirs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch,
-          backend=args.backend)
+          backend=args.backend, runtime=_runtime(args))
 
 
 def cmd_push(args: argparse.Namespace) -> None:

@@ -117,14 +117,15 @@ class OnnxBertTagger(BertTagger):
         raise TypeError("an ONNX tagger is an export of a run directory; save the torch tagger instead")
 
 
-def load_onnx(run_dir: str | Path, onnx_path: str | Path | None = None) -> OnnxBertTagger:
-    """The run's tagger with its network in onnxruntime (``RUN_DIR/onnx/model.onnx`` unless given)."""
+def load_onnx(run_dir: str | Path, onnx_path: str | Path | None = None, **overrides) -> OnnxBertTagger:
+    """The run's tagger with its network in onnxruntime (``RUN_DIR/onnx/model.onnx`` unless given);
+    ``overrides`` replace saved runtime settings, as for :func:`kner.load`."""
     run_dir = Path(run_dir)
     _bert_dir(run_dir)
     path = Path(onnx_path) if onnx_path is not None else run_dir / ONNX_SUBDIR / ONNX_FILE
     if not path.is_file():
         raise ModelDirError(f"{path} does not exist; write it with 'kner export-onnx {run_dir}'")
-    tagger = OnnxBertTagger.from_meta(run_dir, read_meta(run_dir))
+    tagger = OnnxBertTagger.from_meta(run_dir, read_meta(run_dir), overrides)
     # Tokenizer and label names come from the run directory; the torch weights are not needed,
     # so they go to the meta device (shapes only), leaving memory to the onnxruntime copy.
     tagger.model.to("meta")

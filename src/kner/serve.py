@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .align import to_markup
-from .models import Tagger, load, read_meta
+from .models import Tagger, get, load, read_meta
 
 WEB_DIR = Path(__file__).with_name("web")
 DEFAULT_MAX_CHARS = 5000
@@ -50,19 +50,24 @@ class LoadedModel:
 BACKENDS = ("torch", "onnx")
 
 
-def _load(path: Path, backend: str) -> Tagger:
+def _load(path: Path, backend: str, runtime: dict) -> Tagger:
     """A bert run through onnxruntime when asked (its ``kner export-onnx`` output), anything else natively.
-    torch is the default: on a 2-core CPU onnxruntime was no faster (0.93x to 1.02x), with identical spans."""
-    if backend == "onnx" and read_meta(path)["family"] == "bert":
+    torch is the default: on a 2-core CPU onnxruntime was no faster (0.93x to 1.02x), with identical spans.
+    ``runtime`` overrides apply where the model's family has the setting (a CRF has no precision)."""
+    family = read_meta(path)["family"]
+    known = {f.name for f in fields(get(family).Config)}
+    runtime = {k: v for k, v in runtime.items() if k in known}
+    if backend == "onnx" and family == "bert":
         from .onnx_backend import load_onnx
 
-        return load_onnx(path)
-    return load(path)
+        return load_onnx(path, **runtime)
+    return load(path, **runtime)
 
 
-def load_models(run_dirs: Sequence[str | Path], backend: str = "torch") -> list[LoadedModel]:
+def load_models(run_dirs: Sequence[str | Path], backend: str = "torch", runtime: dict | None = None) -> list[LoadedModel]:
     """Load each run directory once; a model is named after its folder (``crf``, ``crf-2`` if two share a name).
-    ``backend`` applies to bert runs: ``torch`` or ``onnx`` (needs ``kner export-onnx`` first)."""
+    ``backend`` applies to bert runs: ``torch`` or ``onnx`` (needs ``kner export-onnx`` first); ``runtime``
+    (e.g. ``{"precision": "bf16"}``) to each model whose family has the setting."""
     if not run_dirs:
         raise ValueError("give at least one run directory written by 'kner train'")
     if backend not in BACKENDS:
@@ -74,7 +79,7 @@ def load_models(run_dirs: Sequence[str | Path], backend: str = "torch") -> list[
         while name in taken:
             name, n = f"{path.name}-{n}", n + 1
         taken.add(name)
-        tagger = _load(path, backend)
+        tagger = _load(path, backend, runtime or {})
         tagger.predict(["서울에서 warm-up."])  # lazy start-up (Kiwi, torch kernels) stays out of the first request
         loaded.append(LoadedModel(name=name, tagger=tagger, meta=read_meta(path), run_dir=str(path)))
     return loaded
@@ -228,11 +233,12 @@ def create_app(models: Sequence[LoadedModel], max_chars: int = DEFAULT_MAX_CHARS
 
 
 def serve(run_dirs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
-          max_chars: int = DEFAULT_MAX_CHARS, max_batch: int = DEFAULT_MAX_BATCH, backend: str = "torch") -> None:
+          max_chars: int = DEFAULT_MAX_CHARS, max_batch: int = DEFAULT_MAX_BATCH, backend: str = "torch",
+          runtime: dict | None = None) -> None:
     """Load the models and serve them with uvicorn until interrupted."""
     import uvicorn
 
-    models = load_models(run_dirs, backend)
+    models = load_models(run_dirs, backend, runtime)
     for m in models:
         print(f"loaded {m.name} ({m.tagger.family}, {getattr(m.tagger, 'backend', 'native')}) from {m.run_dir}",
               flush=True)

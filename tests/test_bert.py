@@ -15,7 +15,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 import kner
 from builders import bert as builder
-from conftest import OVERFIT, REPO, _ex
+from conftest import ODD_TEXTS, OVERFIT, REPO, _ex
 from kner.align import bio_labels, bridge_uncovered, piece_words, spans_to_bio, token_tags_from_chars
 from kner.models.bert import IGNORE, BertTagger, Encoded, WindowEncoder, decode_spans
 from kner.scoring import score
@@ -95,8 +95,9 @@ def test_morpheme_pretokenization_puts_entity_boundaries_on_subword_boundaries(r
     n_raw, n_split = (sum(aligned for _, _, aligned in _round_trip(e, examples)) for e in (raw, split))
     assert n_split >= n_raw and n_split > 0.97 * len(examples)  # the tiny vocabularies are mostly single syllables
     # Every subword indexes characters of one piece of its own text, whatever the text holds.
-    texts = [ex.text for ex in examples]
+    texts = [ex.text for ex in examples] + ODD_TEXTS  # control characters, emoji, Hanja, kana, long
     for text, enc, pieces in zip(texts, split.encode(texts), split.pieces(texts)):
+        assert all(text[s:e].strip() == text[s:e] != "" for s, e in pieces), text
         assert all(any(ps <= s and e <= pe for ps, pe in pieces) for s, e in enc.offsets if e > s), text
         assert not enc.ids or len(enc.ids) == len(enc.offsets)
     assert split.encode(["", "  "]) == [Encoded([], [], [])] * 2
@@ -234,6 +235,9 @@ def test_a_pretokenizing_model_learns_exact_spans_reloads_and_matches_the_pipeli
     tagger.save(tmp_path / "run")
     reloaded = kner.load(tmp_path / "run")
     assert reloaded.config.pretokenize == "morphemes" and reloaded.predict(texts) == predicted
+    odd = reloaded.predict(ODD_TEXTS)
+    assert len(odd) == len(ODD_TEXTS)
+    assert all(0 <= sp.start < sp.end <= len(t) and t[sp.start:sp.end].strip() for t, spans in zip(ODD_TEXTS, odd) for sp in spans)
     result = compare_with_pipeline(reloaded, texts, pipeline_batch_sizes=(1,), repeats=1)
     assert result["n_equal_spans"] == result["n_comparable"] == result["n_texts"] >= 2, result["examples_differing"]
 

@@ -178,3 +178,19 @@ def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
         BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):
         BiLSTMCRFTagger().predict(["이순신"])
+
+
+def test_a_model_trained_with_device_cuda_loads_on_a_machine_without_a_gpu(tmp_path, overfit_examples):
+    import json
+
+    tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
+    path = tagger.save(tmp_path / "model")
+    meta = json.loads((path / "kner.json").read_text(encoding="utf-8"))
+    meta["config"]["device"] = "cuda"  # as `kner train --device cuda` on a GPU machine writes it
+    (path / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    loaded = kner.load(path)
+    assert loaded.device.type == "cpu" and loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
+    with pytest.raises(ValueError, match="sees no GPU"):
+        kner.load(path, device="cuda")  # asked for explicitly, it is refused with the fix

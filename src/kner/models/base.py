@@ -114,7 +114,11 @@ class Tagger(ABC):
             raise ValueError(f"a {cls.family} model has no setting {', '.join(map(repr, unknown))}; "
                              f"its settings are {', '.join(sorted(known))}")
         saved = {k: v for k, v in meta.get("config", {}).items() if k in known}
+        if saved.get("device") == "cuda" and "device" not in overrides and not _has_cuda():
+            saved["device"] = "auto"  # trained with --device cuda, loaded on a machine without a GPU
         config = cls.Config(**{**saved, **overrides})
+        if getattr(config, "device", None) == "cuda" and not _has_cuda():
+            raise ValueError("device='cuda' but torch sees no GPU; load with device='cpu' or 'auto'")
         try:
             tagger = cls._load(directory, config)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -123,6 +127,12 @@ class Tagger(ABC):
         tagger.history = [EpochRecord(**r) for r in meta.get("history", [])]
         tagger.train_seconds = meta.get("train_seconds")
         return tagger
+
+
+def _has_cuda() -> bool:
+    import torch  # only asked for torch families that were saved with device "cuda"
+
+    return torch.cuda.is_available()
 
 
 def write_meta(directory: Path, meta: dict) -> None:

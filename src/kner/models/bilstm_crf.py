@@ -26,7 +26,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
-from .hf_common import autocast, check_precision, pick_precision, threads
+from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,7 @@ class BiLSTMCRFTagger(Tagger):
 
     @property
     def device(self) -> torch.device:
-        wanted = self.config.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
+        return pick_device(self.config.device)
 
     # --- features ---------------------------------------------------------------------------
     def _pos_tags(self, texts: Sequence[str]) -> list[list[str]] | list[None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 import kner
@@ -302,6 +303,19 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
     assert len(result["ours_seconds_each"]) == len(result["pipeline_seconds_each"]) == 2
     assert result["n_comparable"] == 10 and result["n_equal_spans"] == 10, result["examples_differing"]
     assert result["n_valid_argmax"] == result["n_equal_spans_valid_argmax"] == 10
+
+
+def test_speed_comparison_runs_the_pipeline_in_the_taggers_precision(trained, tmp_path):
+    from kner.models.bert_speed import compare_with_pipeline
+
+    trained.save(tmp_path / "run")
+    bf16 = kner.load(tmp_path / "run", precision="bf16")
+    seen = []  # is every forward pass, kner's and the pipeline's, under bf16 autocast?
+    bf16.model.register_forward_hook(lambda *_: seen.append(
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+    result = compare_with_pipeline(bf16, [ex.text for ex in OVERFIT], pipeline_batch_sizes=(2,), repeats=1)
+    assert result["precision"] == "bf16" and len(seen) > 4 and all(seen)
+    assert result["n_equal_spans"] == result["n_comparable"] == len(OVERFIT), result["examples_differing"]
 
 
 def test_argmax_validity_follows_strict_iob2():

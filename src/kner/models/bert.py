@@ -287,15 +287,15 @@ class BertTagger(Tagger):
         n, reps = len(texts), onnx["repeats"]
         # Each comparison times kner's torch predict alongside its rival; a ratio is to that pairing's torch row.
         return {
-            f"kner predict, torch (median of {pipe['repeats']}, alternating with the pipeline)": {
+            f"kner predict, torch, {pipe['precision']} (median of {pipe['repeats']}, alternating with the pipeline)": {
                 "texts": n, "sentences_per_s": pipe["ours_texts_per_s"], "speed_vs_kner_torch": 1.0,
                 "spans_equal_to_kner_torch": f"{n}/{n}"},
-            f"transformers pipeline, batch {pipe['pipeline_best_batch_size']} (median of {pipe['repeats']})": {
+            f"transformers pipeline, batch {pipe['pipeline_best_batch_size']}, {pipe['precision']} (median of {pipe['repeats']})": {
                 "texts": n, "sentences_per_s": pipe["pipeline_texts_per_s"], "speed_vs_kner_torch": round(1 / pipe["speedup"], 3),
                 "spans_equal_to_kner_torch": f"{pipe['n_equal_spans']}/{pipe['n_comparable']}; "
                                              f"{pipe['n_equal_spans_valid_argmax']}/{pipe['n_valid_argmax']} "
                                              "where the argmax tags are valid IOB2"},
-            f"kner predict, torch (median of {reps}, alternating with onnxruntime)": {
+            f"kner predict, torch, {self.precision} (median of {reps}, alternating with onnxruntime)": {
                 "texts": n, "sentences_per_s": round(n / onnx["torch_median_seconds"], 1),
                 "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"},
             f"kner predict, onnxruntime (median of {reps})": {

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ..align import is_valid_iob2, piece_words
 from ..types import Span
+from . import hf_common
 from .bert import BertTagger
 
 
@@ -68,8 +69,8 @@ def _timed(fn) -> tuple[object, float]:
 def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_batch_sizes: Sequence[int] = (1, 32),
                           repeats: int = 3) -> dict:
     """Throughput of ``tagger.predict`` and of ``pipeline("token-classification",
-    aggregation_strategy="simple")`` on the same model, device and texts, in one run, and how
-    often their spans are equal. Only texts that fit in one model window are used, because the
+    aggregation_strategy="simple")`` on the same model, device, precision and texts, in one run,
+    and how often their spans are equal. Only texts that fit in one model window are used, because the
     pipeline truncates longer ones. The pipeline is timed once at each of ``pipeline_batch_sizes``;
     then kner and the pipeline at its fastest batch size run ``repeats`` times, alternating, and
     the speed-up is the ratio of their median times. Both are warmed up first."""
@@ -88,15 +89,20 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
                     tokenizer=tagger.tokenizer if pieces is None else tagger.encoder.piece_tokenizer)
     inputs = texts if pieces is None else [piece_words(t, p) for t, p in zip(texts, pieces)]
     split = {} if pieces is None else {"is_split_into_words": True, "delimiter": ""}
+
+    def run_pipeline(batch_size: int, items=inputs):  # under the tagger's precision (bf16 autocast on CPU…)
+        with hf_common.autocast(tagger.device, tagger.precision):
+            return pipe(items, batch_size=batch_size, **split)
+
     tagger.predict(texts[:64])
-    pipe(inputs[:8], **split)
-    runs = {bs: _timed(lambda: pipe(inputs, batch_size=bs, **split)) for bs in pipeline_batch_sizes}
+    run_pipeline(1, inputs[:8])
+    runs = {bs: _timed(lambda: run_pipeline(bs)) for bs in pipeline_batch_sizes}
     best_bs = min(runs, key=lambda b: runs[b][1])
     ours_times, theirs_times = [], []
     for _ in range(repeats):  # alternating, so a slow spell of the machine hits both
         ours, seconds = _timed(lambda: tagger.predict(texts))
         ours_times.append(seconds)
-        theirs, seconds = _timed(lambda: pipe(inputs, batch_size=best_bs, **split))
+        theirs, seconds = _timed(lambda: run_pipeline(best_bs))
         theirs_times.append(seconds)
     ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
     mapped = [pipeline_spans(ents, t, None if pieces is None else p)
@@ -105,7 +111,8 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
     valid = [(a, b) for (a, b), ok in zip(zip(ours, mapped), argmax_is_valid(tagger, texts)) if ok and b is not None]
     n_chars = sum(len(t) for t in texts)
     return {
-        "n_texts": len(texts), "n_chars": n_chars, "device": str(tagger.device), "repeats": repeats,
+        "n_texts": len(texts), "n_chars": n_chars, "device": str(tagger.device), "precision": tagger.precision,
+        "repeats": repeats,
         "ours_seconds": round(ours_s, 3), "ours_texts_per_s": round(len(texts) / ours_s, 1),
         "pipeline_seconds_by_batch_size": {bs: round(s, 3) for bs, (_, s) in runs.items()},
         "ours_seconds_each": [round(s, 3) for s in ours_times], "pipeline_seconds_each": [round(s, 3) for s in theirs_times],

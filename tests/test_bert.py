@@ -318,6 +318,17 @@ def test_speed_comparison_runs_the_pipeline_in_the_taggers_precision(trained, tm
     assert result["n_equal_spans"] == result["n_comparable"] == len(OVERFIT), result["examples_differing"]
 
 
+def test_speed_command_prints_the_comparison_in_the_precision_asked_for(trained, tmp_path, klue_dir, capsys):
+    import json
+
+    from kner.models.bert_speed import main
+
+    trained.save(tmp_path / "run")
+    main([str(tmp_path / "run"), "--data", str(klue_dir), "--limit", "300", "--precision", "bf16"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["precision"] == "bf16" and result["device"] == "cpu" and 0 < result["n_texts"] < 300
+
+
 def test_argmax_validity_follows_strict_iob2():
     from kner.align import is_valid_iob2
 

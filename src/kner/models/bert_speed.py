@@ -1,6 +1,6 @@
 """Side-by-side inference speed of :class:`BertTagger` and ``transformers.pipeline``.
 
-``python -m kner.models.bert_speed RUN_DIR --data DIR [--limit N]`` prints one JSON object.
+``python -m kner.models.bert_speed RUN_DIR --data DIR [--limit N] [--precision bf16]`` prints one JSON object.
 """
 from __future__ import annotations
 
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="KLUE NER folder; the dev texts are used")
     parser.add_argument("--limit", type=int, default=1000, help="dev sentences to time")
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--precision", help="override the run's inference precision (fp32, bf16, fp16 on GPU)")
     args = parser.parse_args(argv)
-    tagger = kner.load(args.run_dir)
+    tagger = kner.load(args.run_dir, **({"precision": args.precision} if args.precision else {}))
     if not isinstance(tagger, BertTagger):
         raise SystemExit(f"{args.run_dir} holds a {tagger.family} model; this compares bert models only")
     if args.num_threads:

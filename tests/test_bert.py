@@ -300,9 +300,11 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
     texts = [ex.text for ex in OVERFIT] * 2 + ["가나다 " * 300]  # the long one does not fit a window
     result = compare_with_pipeline(trained, texts, pipeline_batch_sizes=(1, 4), repeats=2)
     assert result["n_texts"] == 10 and set(result["pipeline_seconds_by_batch_size"]) == {1, 4}
-    assert len(result["ours_seconds_each"]) == len(result["pipeline_seconds_each"]) == 2
+    assert len(result["ours_seconds_each"]) == 2 and all(len(s) == 2 for s in result["pipeline_seconds_each"].values())
+    assert result["pipeline_best_batch_size"] in (1, 4) and set(result["speedup_by_batch_size"]) == {1, 4}
     assert result["n_comparable"] == 10 and result["n_equal_spans"] == 10, result["examples_differing"]
     assert result["n_valid_argmax"] == result["n_equal_spans_valid_argmax"] == 10
+    assert result["equal_spans_by_batch_size"] == {bs: "10/10; 10/10 where the argmax tags are valid IOB2" for bs in (1, 4)}
 
 
 def test_speed_comparison_runs_the_pipeline_in_the_taggers_precision(trained, tmp_path):
@@ -338,14 +340,16 @@ def test_argmax_validity_follows_strict_iob2():
 
 def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained):
     extras = trained.benchmark_extras(OVERFIT + [_ex("가나다 " * 300)])  # the long text fits no window: left out
-    torch_row, pipe_row, paired_torch_row, onnx_row = extras.values()
-    assert list(extras)[1].startswith("transformers pipeline, batch ") and "onnxruntime" in list(extras)[3]
+    torch_row, pipe_row_1, pipe_row_32, paired_torch_row, onnx_row = extras.values()
+    assert list(extras)[1].startswith("transformers pipeline, batch 1 (its default), fp32")
+    assert list(extras)[2].startswith("transformers pipeline, batch 32, fp32") and "onnxruntime" in list(extras)[4]
     assert {row["texts"] for row in extras.values()} == {len(OVERFIT)}
     n = len(OVERFIT)
     assert all(row["spans_equal_to_kner_torch"] == f"{n}/{n}" for row in (torch_row, paired_torch_row, onnx_row))
-    assert pipe_row["spans_equal_to_kner_torch"] == f"{n}/{n}; {n}/{n} where the argmax tags are valid IOB2"
+    assert all(row["spans_equal_to_kner_torch"] == f"{n}/{n}; {n}/{n} where the argmax tags are valid IOB2"
+               for row in (pipe_row_1, pipe_row_32))
     assert torch_row["speed_vs_kner_torch"] == paired_torch_row["speed_vs_kner_torch"] == 1.0
-    assert pipe_row["sentences_per_s"] > 0
+    assert pipe_row_1["sentences_per_s"] > 0 and pipe_row_32["sentences_per_s"] > 0
     assert onnx_row["speed_vs_kner_torch"] > 0
 
 

@@ -85,9 +85,10 @@ def test_markdown_sections_in_order():
 def test_extras_tables_flat_and_nested():
     flat = extras_markdown("bert", {"pipeline_f1": 0.69123, "agree": True})
     assert "| pipeline_f1 | 0.6912 |" in flat and "| agree | True |" in flat
-    nested = extras_markdown("sllm", {"constrained": {"f1": 0.55, "invalid": 0}, "unconstrained": {"f1": 0.41}})
-    assert "|  | f1 | invalid |" in nested
-    assert "| unconstrained | 0.4100 | – |" in nested
+    nested = extras_markdown("sllm", {"constrained": {"f1": 0.55, "invalid": 0, "sentences_per_s": 1088.04},
+                                      "unconstrained": {"f1": 0.41, "sentences_per_s": 1.0}})
+    assert "|  | f1 | invalid | sentences_per_s |" in nested
+    assert "| constrained | 0.5500 | 0 | 1,088.0 |" in nested and "| unconstrained | 0.4100 | – | 1.0 |" in nested
 
 
 def test_write_report_writes_json_markdown_and_readable_pngs(tmp_path):

@@ -127,8 +127,10 @@ def epoch_log_markdown(family: str, history: list[dict]) -> str:
 
 def extras_markdown(family: str, extras: dict) -> str:
     """A flat dict as a two-column table; a dict of dicts with one row per key."""
-    def cell(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
+    def cell(v: object) -> str:  # fractions (F1, ratios) to 4 places, rates such as sentences/s to 1
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1 else f"{v:,.1f}"
+        return json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
 
     if extras and all(isinstance(v, dict) for v in extras.values()):
         columns = list(dict.fromkeys(k for v in extras.values() for k in v))

@@ -1,6 +1,7 @@
 """One contract every model family passes (flair-style): overfit, exact spans, save, load."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
@@ -52,3 +53,23 @@ def test_family_answers_odd_text_with_spans_that_index_it(family, tmp_path, requ
 def test_family_refuses_a_bare_string(family, tmp_path, request):
     with pytest.raises(TypeError, match="list of texts"):
         tiny_model(family, tmp_path, request).predict("이순신")
+
+
+@pytest.mark.parametrize("family", models.names())
+def test_a_reused_model_takes_runtime_settings_but_not_training_ones(family, tmp_path, request, overfit_examples,
+                                                                    capsys):
+    from kner.benchmark import _reuse
+
+    cls = models.get(family)
+    assert set(cls.runtime_settings) <= {f.name for f in dataclasses.fields(cls.Config)}
+    tagger = tiny_model(family, tmp_path, request).fit(overfit_examples)
+    tagger.save(tmp_path / "model")
+    learned = next(f.name for f in dataclasses.fields(cls.Config)
+                   if f.name not in cls.runtime_settings and type(getattr(tagger.config, f.name)) is int)
+    runtime = {"predict_batch_size": 3} if "predict_batch_size" in cls.runtime_settings else {}
+    reused, _ = _reuse(tmp_path / "model", family, {**runtime, learned: getattr(tagger.config, learned) + 1})
+    assert getattr(reused.config, learned) == getattr(tagger.config, learned)
+    assert all(getattr(reused.config, k) == v for k, v in runtime.items())
+    assert learned in capsys.readouterr().err
+    texts = [ex.text for ex in overfit_examples]
+    assert reused.predict(texts) == tagger.predict(texts)

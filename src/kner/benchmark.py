@@ -6,7 +6,8 @@ The child trains the family on the train split (or reuses ``OUT/models/<family>/
 folder holds a ``kner.json``), scores it on dev with :func:`kner.scoring.score`, and measures:
 
 - training wall time (and, for epoch-trained families, the per-epoch log in ``tagger.history``);
-  a reused model's time and history come from its ``kner.json``;
+  a reused model's time and history come from its ``kner.json``, and it runs with the ``--set``
+  values of its family's ``runtime_settings`` (precision, batch size…; others need ``--retrain``);
 - batched throughput: the whole dev slice through ``predict`` ``repeats`` times after a short
   warm-up, median wall time, reported as sentences/s and characters/s;
 - single-sentence latency: ``predict([text])`` for ``latency_samples`` dev sentences spread
@@ -242,15 +243,18 @@ def measure_family(job: dict) -> dict:
 
 
 def _reuse(model_dir: Path, family: str, overrides: dict) -> tuple[Tagger, int | None]:
+    """The saved model, run with the overrides that are runtime settings of its family; the others
+    would need training, so they are reported and left out."""
     meta = models.read_meta(model_dir)
     if meta["family"] != family:
         raise models.ModelDirError(f"{model_dir} holds a {meta['family']} model, not {family}; "
                                    "remove it or benchmark with --retrain")
-    differing = {k: v for k, v in overrides.items() if meta.get("config", {}).get(k) != v}
+    runtime = {k: v for k, v in overrides.items() if k in models.get(family).runtime_settings}
+    differing = {k: v for k, v in overrides.items() if k not in runtime and meta.get("config", {}).get(k) != v}
     if differing:
         print(f"warning: reusing {model_dir}, whose config differs from the overrides {differing}; "
               "pass --retrain to train with them", file=sys.stderr, flush=True)
-    return models.load(model_dir), meta.get("metrics", {}).get("n_train")
+    return models.load(model_dir, **runtime), meta.get("metrics", {}).get("n_train")
 
 
 def _train(cls: type[Tagger], overrides: dict, train: list, dev: list, out: Path) -> Tagger:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -55,8 +55,7 @@ def _load(path: Path, backend: str, runtime: dict) -> Tagger:
     torch is the default: on a 2-core CPU onnxruntime was no faster (0.93x to 1.02x), with identical spans.
     ``runtime`` overrides apply where the model's family has the setting (a CRF has no precision)."""
     family = read_meta(path)["family"]
-    known = {f.name for f in fields(get(family).Config)}
-    runtime = {k: v for k, v in runtime.items() if k in known}
+    runtime = {k: v for k, v in runtime.items() if k in get(family).runtime_settings}
     if backend == "onnx" and family == "bert":
         from .onnx_backend import load_onnx
 

@@ -41,6 +41,9 @@ class Tagger(ABC):
     family: ClassVar[str]
     Config: ClassVar[type]
     labels: tuple[str, ...] = LABELS
+    runtime_settings: ClassVar[tuple[str, ...]] = ()
+    """Config fields that change how a trained model runs, not what it learned (precision, batch
+    size…): ``kner benchmark`` applies ``--set`` values of these to a model it reuses."""
     benchmark_limits: ClassVar[dict[str, int]] = {}
     """Default train/dev sentence caps for ``kner benchmark`` (e.g. ``{"train": 2000, "dev": 500}``
     for families too slow for the full data on a CPU); the report states them."""

@@ -210,6 +210,7 @@ class BertTagger(Tagger):
 
     family = "bert"
     Config = BertTaggerConfig
+    runtime_settings = ("precision", "predict_batch_size", "constrained", "pretokenize", "device", "num_threads")
 
     def __init__(self, config: BertTaggerConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)

@@ -215,6 +215,7 @@ class BiLSTMCRFTagger(Tagger):
 
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig
+    runtime_settings = ("precision", "predict_batch_size", "device", "num_threads")
 
     def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)

@@ -93,6 +93,7 @@ class SLLMTagger(Tagger):
 
     family = "sllm"
     Config = SLLMConfig
+    runtime_settings = ("precision", "predict_batch_size", "constrained", "device", "num_threads")
     # Generation makes each pass over 500 dev sentences take minutes on a CPU.
     benchmark_limits = {"train": 2000, "dev": 500, "repeats": 1, "latency_samples": 20}
 

@@ -97,6 +97,21 @@ def test_reuse_keeps_the_saved_model_and_its_training_time(bench, tmp_path, klue
     assert "crf (reused)" in (out / "report.md").read_text(encoding="utf-8")
 
 
+def test_a_reused_model_runs_with_runtime_settings_and_the_report_says_so(tmp_path, klue_dir):
+    from kner.models.bilstm_crf import BiLSTMCRFTagger
+
+    train = load_split("train", klue_dir, limit=20)
+    BiLSTMCRFTagger(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_dim=4, hidden=16, max_epochs=1,
+                    device="cpu").fit(train).save(tmp_path / "models" / "bilstm-crf")
+    result = run_benchmark(["bilstm-crf"], str(klue_dir), tmp_path, train_limit=20, dev_limit=20, repeats=1,
+                           latency_samples=2, overrides={"bilstm-crf": {"precision": "bf16"}})
+    (m,) = result["models"]
+    assert m["reused"] and m["run_with"] == {"precision": "bf16"} and m["config"]["precision"] == "bf16"
+    assert "run with precision=bf16" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    saved = json.loads((tmp_path / "models" / "bilstm-crf" / "kner.json").read_text(encoding="utf-8"))
+    assert saved["config"]["precision"] == "auto" and saved["metrics"]["speed"]["run_with"] == {"precision": "bf16"}
+
+
 def test_a_failing_family_is_reported_and_raised(tmp_path, klue_dir):
     foreign = tmp_path / "models" / "crf"
     foreign.mkdir(parents=True)

@@ -220,6 +220,7 @@ def measure_family(job: dict) -> dict:
         **metrics,
         "history": [dataclasses.asdict(r) for r in tagger.history],
         "reused": reused,
+        "run_with": {k: v for k, v in job["overrides"].items() if k in cls.runtime_settings} if reused else {},
         "model_dir": str(model_dir),
         "speed": {
             "train_seconds": tagger.train_seconds,
@@ -237,7 +238,7 @@ def measure_family(job: dict) -> dict:
         result["extras"] = extras
     _record(model_dir, {**metrics, "n_dev": len(dev), "speed": {
         k: result["speed"][k] for k in ("sentences_per_second", "chars_per_second", "latency_p50_ms", "latency_p95_ms")
-    } | {"machine": machine_line()}})
+    } | {"machine": machine_line()} | ({"run_with": result["run_with"]} if result["run_with"] else {})})
     result["size_bytes"] = directory_bytes(model_dir)  # counts the kner.json just updated
     return result
 

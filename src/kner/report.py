@@ -84,6 +84,8 @@ def subsets_markdown(models: list[dict]) -> str:
                  if m["n_train"] is not None else "trained on an unrecorded number of sentences")
         if m.get("reused"):
             train = f"reused from {m['model_dir']} ({train}; time and history from its kner.json)"
+            if m.get("run_with"):
+                train += ", run with " + ", ".join(f"{k}={v}" for k, v in m["run_with"].items())
         else:
             train += f" (cap: {m['train_limit_source']})"
         dev = f"scored on {fmt_count(m['n_dev'], m.get('n_dev_available'))} dev sentences (cap: {m['dev_limit_source']})"

@@ -220,7 +220,7 @@ def measure_family(job: dict) -> dict:
         **metrics,
         "history": [dataclasses.asdict(r) for r in tagger.history],
         "reused": reused,
-        "run_with": {k: v for k, v in job["overrides"].items() if k in cls.runtime_settings} if reused else {},
+        "run_with": cls.runtime_overrides(job["overrides"]) if reused else {},
         "model_dir": str(model_dir),
         "speed": {
             "train_seconds": tagger.train_seconds,
@@ -250,7 +250,7 @@ def _reuse(model_dir: Path, family: str, overrides: dict) -> tuple[Tagger, int |
     if meta["family"] != family:
         raise models.ModelDirError(f"{model_dir} holds a {meta['family']} model, not {family}; "
                                    "remove it or benchmark with --retrain")
-    runtime = {k: v for k, v in overrides.items() if k in models.get(family).runtime_settings}
+    runtime = models.get(family).runtime_overrides(overrides)
     differing = {k: v for k, v in overrides.items() if k not in runtime and meta.get("config", {}).get(k) != v}
     if differing:
         print(f"warning: reusing {model_dir}, whose config differs from the overrides {differing}; "

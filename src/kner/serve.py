@@ -55,7 +55,7 @@ def _load(path: Path, backend: str, runtime: dict) -> Tagger:
     torch is the default: on a 2-core CPU onnxruntime was no faster (0.93x to 1.02x), with identical spans.
     ``runtime`` overrides apply where the model's family has the setting (a CRF has no precision)."""
     family = read_meta(path)["family"]
-    runtime = {k: v for k, v in runtime.items() if k in get(family).runtime_settings}
+    runtime = get(family).runtime_overrides(runtime)
     if backend == "onnx" and family == "bert":
         from .onnx_backend import load_onnx
 

@@ -48,6 +48,11 @@ class Tagger(ABC):
     """Default train/dev sentence caps for ``kner benchmark`` (e.g. ``{"train": 2000, "dev": 500}``
     for families too slow for the full data on a CPU); the report states them."""
 
+    @classmethod
+    def runtime_overrides(cls, overrides: dict) -> dict:
+        """Those of ``overrides`` that are this family's runtime settings."""
+        return {k: v for k, v in overrides.items() if k in cls.runtime_settings}
+
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
         self.config = type(base)(**{**asdict(base), **overrides})

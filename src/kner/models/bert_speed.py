@@ -108,11 +108,12 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
     theirs_s = {bs: statistics.median(times) for bs, times in theirs_times.items()}
     best_bs = min(theirs_s, key=theirs_s.get)
     valid_argmax = argmax_is_valid(tagger, texts)
-    equal = {}  # per batch size: (texts with equal spans, comparable, equal where argmax is valid, valid)
+    equal = {}  # per batch size: texts with equal spans, out of the comparable ones and of those with valid argmax
     for bs, out in outputs.items():
         mapped = [pipeline_spans(ents, t, None if pieces is None else p) for ents, t, p in zip(out, texts, pieces or texts)]
         pairs = [(a == b, ok) for a, b, ok in zip(ours, mapped, valid_argmax) if b is not None]
-        equal[bs] = (sum(e for e, _ in pairs), len(pairs), sum(e for e, ok in pairs if ok), sum(ok for _, ok in pairs))
+        equal[bs] = {"equal": sum(e for e, _ in pairs), "comparable": len(pairs),
+                     "equal_valid": sum(e for e, ok in pairs if ok), "valid": sum(ok for _, ok in pairs)}
         if bs == best_bs:
             theirs, best_mapped = out, mapped
     n_chars = sum(len(t) for t in texts)
@@ -127,10 +128,10 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
         "speedup_by_batch_size": {bs: round(s / ours_s, 2) for bs, s in theirs_s.items()},
         "pipeline_best_batch_size": best_bs, "pipeline_texts_per_s": round(len(texts) / theirs_s[best_bs], 1),
         "speedup": round(theirs_s[best_bs] / ours_s, 2),
-        "n_comparable": equal[best_bs][1], "n_equal_spans": equal[best_bs][0],
-        "n_valid_argmax": equal[best_bs][3], "n_equal_spans_valid_argmax": equal[best_bs][2],
-        "equal_spans_by_batch_size": {bs: f"{e}/{n}; {ev}/{nv} where the argmax tags are valid IOB2"
-                                      for bs, (e, n, ev, nv) in equal.items()},
+        "n_comparable": equal[best_bs]["comparable"], "n_equal_spans": equal[best_bs]["equal"],
+        "n_valid_argmax": equal[best_bs]["valid"], "n_equal_spans_valid_argmax": equal[best_bs]["equal_valid"],
+        "equal_spans_by_batch_size": {bs: f"{q['equal']}/{q['comparable']}; {q['equal_valid']}/{q['valid']} "
+                                          "where the argmax tags are valid IOB2" for bs, q in equal.items()},
         "n_pipeline_blank_entities": sum(len(ents) - len(m) for ents, m in zip(theirs, best_mapped) if m is not None),
         "examples_differing": [{"text": t, "ours": [s.to_dict(t) for s in a], "pipeline": [s.to_dict(t) for s in b]}
                                for t, a, b in zip(texts, ours, best_mapped) if b is not None and a != b][:5],

@@ -2,7 +2,7 @@
 import pytest
 
 from kner.align import (
-    MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, morpheme_tags,
+    MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, morpheme_ids, morpheme_tags,
     owner_window, parse_markup, piece_offsets, piece_words, spans_to_bio, split_pieces, to_markup, token_tags_from_chars, trim_offsets,
     windows,
 )
@@ -101,6 +101,14 @@ def test_morpheme_tags_cover_each_character_a_morpheme_covers():
     tokens = [M(tag="VV", start=0, len=1), M(tag="EP", start=0, len=1), M(tag="EF", start=1, len=1),
               M(tag="NNP", start=3, len=2)]
     assert morpheme_tags("갔다 서울", tokens) == ["B-EP", "B-EF", "_", "B-NNP", "I-NNP"]
+
+
+def test_morpheme_ids_give_each_character_the_first_morpheme_covering_it():
+    from types import SimpleNamespace as M
+
+    # 갔 is 가/VV + 았/EP: the content morpheme (the first) names it; the space gets -1.
+    tokens = [M(id=7, start=0, len=1), M(id=8, start=0, len=1), M(id=9, start=1, len=1), M(id=4, start=3, len=2)]
+    assert morpheme_ids("갔다 서울", tokens) == [7, 9, -1, 4, 4]
 
 
 def test_pieces_cover_every_non_space_character_once_cut_at_the_given_positions():

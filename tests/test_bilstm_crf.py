@@ -97,9 +97,34 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     vocab = Vocab(["가", "나"], [], [])
     text = "가漢😀a나"
     ids = vocab.encode(text, None)
-    assert ids.shape == (len(text), 8)
+    assert ids.shape == (len(text), 9)
     assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
+
+
+def test_kiwi_morpheme_vectors_give_back_kiwis_own_similarities():
+    import numpy as np
+
+    from kner.morphology import kiwi, morpheme_vectors
+
+    ids = [t.id for t in kiwi().tokenize("이순신 장군은 조선 시대에 서울에서 태어났다.")]
+    sim = np.array([[kiwi().morpheme_similarity(a, b) for b in ids] for a in ids])
+    full = morpheme_vectors(ids, 256)  # all of the model's dimensions: the embeddings themselves
+    assert np.allclose(full @ full.T, sim, atol=1e-3)
+    assert morpheme_vectors(ids, 16).shape == (len(ids), 16)
+    with pytest.raises(ValueError, match="256 dimensions"):
+        morpheme_vectors(ids, 300)
+
+
+def test_a_morpheme_without_a_vector_row_takes_its_tags_generic_row():
+    from kner.morphology import kiwi, kiwi_placeholder
+
+    name, seoul = (t.id for t in kiwi().tokenize("이순신 서울")[:2])  # both NNP
+    generic = kiwi_placeholder(name)
+    vocab = Vocab(["가"], [], [], morphemes=[generic, seoul])  # no row for the name itself
+    ids = vocab.encode("가 서울", (["_"] * 4, [name, -1, seoul, seoul]))
+    assert ids[:, 8].tolist() == [vocab.morph_row[generic], 0, vocab.morph_row[seoul], vocab.morph_row[seoul]]
+    assert generic == kiwi_placeholder(seoul) != seoul
 
 
 def _interrupt_after(monkeypatch, epoch):
@@ -142,7 +167,8 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, overf
 
 
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
-    tagger = BiLSTMCRFTagger(**TINY, jamo_dim=4, kiwi_dim=4, pretrained_init=True, layers=2, max_epochs=2)
+    tagger = BiLSTMCRFTagger(**TINY, jamo_dim=4, kiwi_dim=4, kiwi_vectors=8, kiwi_vocab=200, pretrained_init=True,
+                             layers=2, max_epochs=2)
     tagger.fit(overfit_examples, dev=overfit_examples)
     assert [r.epoch for r in tagger.history] == [1, 2]
     assert all(0.0 <= r.dev_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
@@ -178,6 +204,22 @@ def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
         BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):
         BiLSTMCRFTagger().predict(["이순신"])
+    with pytest.raises(ValueError, match="kiwi_vocab must be 0 to"):
+        BiLSTMCRFTagger(**TINY, kiwi_vectors=4, kiwi_vocab=10**8, max_epochs=1).fit(overfit_examples)
+
+
+def test_loading_with_another_kiwi_model_warns_that_morpheme_ids_differ(tmp_path, overfit_examples, caplog):
+    import json
+
+    tagger = BiLSTMCRFTagger(**TINY, kiwi_vectors=4, kiwi_vocab=100, max_epochs=1).fit(overfit_examples)
+    path = tagger.save(tmp_path / "model")
+    vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+    assert vocab["kiwi_model"] and 100 < len(vocab["morphemes"])  # Kiwi's first 100 ids and training's
+    kner.load(path)
+    assert "Kiwi model" not in caplog.text
+    (path / "vocab.json").write_text(json.dumps({**vocab, "kiwi_model": "0.0.1"}), encoding="utf-8")
+    kner.load(path)
+    assert "trained with Kiwi model 0.0.1" in caplog.text and "install kiwipiepy_model==0.0.1" in caplog.text
 
 
 def test_a_model_trained_with_device_cuda_loads_on_a_machine_without_a_gpu(tmp_path, overfit_examples):

@@ -95,6 +95,18 @@ def morpheme_tags(text: str, morphemes) -> list[str]:
     return tags
 
 
+def morpheme_ids(text: str, morphemes) -> list[int]:
+    """Per character: the ``id`` of the first morpheme covering it (objects with ``start``,
+    ``len``, ``id``, as Kiwi's tokens), else -1. The first, because in a contraction such as
+    했 (하 + 었) the first is the content morpheme."""
+    ids = [-1] * len(text)
+    for m in morphemes:
+        for i in range(m.start, min(m.start + m.len, len(text))):
+            if ids[i] < 0:
+                ids[i] = m.id
+    return ids
+
+
 # --- spans <-> inline markup ("<이순신:PS> 장군은 …") ----------------------------------------
 
 _ESCAPE = str.maketrans({"\\": "\\\\", "<": "\\<", ">": "\\>"})

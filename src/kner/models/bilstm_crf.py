@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
+from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_ids, morpheme_tags, spans_to_bio
 from ..scoring import score
-from ..morphology import kiwi
+from ..morphology import kiwi, kiwi_model_version, kiwi_placeholder, kiwi_size, morpheme_vectors
 from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .crf import char_class
@@ -34,9 +34,9 @@ MODEL_FILE, VOCAB_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "checkpoint.
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
-# Columns of an encoded text (seq, 8): syllable, left/right bigram, eojeol position,
-# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag.
-CHAR, BI_L, BI_R, EOJ, JAMO, POS = 0, 1, 2, 3, 4, 7
+# Columns of an encoded text (seq, 9): syllable, left/right bigram, eojeol position,
+# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH = 0, 1, 2, 3, 4, 7, 8
 
 
 @dataclass
@@ -56,6 +56,12 @@ class BiLSTMCRFConfig:
     kiwi_dim: int = 16
     """Kiwi morphological-tag embedding size; 0 = off (+3.7 F1 points in the README's ablation,
     about 30% slower inference)."""
+    kiwi_vectors: int = 0
+    """Size of frozen per-character vectors of the covering Kiwi morpheme, read from the embeddings
+    of Kiwi's built-in language model (trained on a large Korean corpus); 0 = off."""
+    kiwi_vocab: int = 30_000
+    """Kiwi's ids below this (its frequent morphemes) get a vector even if training never saw them;
+    others unseen in training take their tag's generic vector."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -109,43 +115,61 @@ def _jamo(ch: str) -> tuple[int, int, int]:
 
 
 class Vocab:
-    """Syllable, bigram and Kiwi-tag ids from the training text (0 is padding everywhere)."""
+    """Syllable, bigram and Kiwi-tag ids from the training text, and the Kiwi morphemes that have
+    a vector row (0 is padding everywhere)."""
 
-    def __init__(self, chars: list[str], bigrams: list[str], pos: list[str]) -> None:
-        self.chars, self.bigrams, self.pos = chars, bigrams, pos
+    def __init__(self, chars: list[str], bigrams: list[str], pos: list[str], morphemes: list[int] = (),
+                 kiwi_model: str | None = None) -> None:
+        self.chars, self.bigrams, self.pos, self.morphemes = chars, bigrams, pos, list(morphemes)
+        self.kiwi_model = kiwi_model  # the Kiwi model whose ids ``morphemes`` are
+        self.morph_row = {m: i + 1 for i, m in enumerate(self.morphemes)}
         self.char_id = {c: i + 1 + len(CLASSES) for i, c in enumerate(chars)}
         self.bigram_id = {b: i + 2 for i, b in enumerate(bigrams)}  # 1 = UNK
         self.pos_id = {p: i + 2 for i, p in enumerate(pos)}
         self.unk = {k: i + 1 for i, k in enumerate(CLASSES)}
 
     @classmethod
-    def build(cls, texts: Sequence[str], pos: Sequence[list[str]] | None, cfg: BiLSTMCRFConfig) -> "Vocab":
+    def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig) -> "Vocab":
         chars = Counter(c for t in texts for c in t)
         bigrams = Counter(p[i : i + 2] for t in texts for p in ["\x02" + t + "\x03"] for i in range(len(t) + 1))
-        tags = Counter(tag for seq in pos or [] for tag in seq)
+        tags = Counter(tag for seq, _ in kiwi_feats or [] for tag in seq) if cfg.kiwi_dim else {}
+        morphemes = set()
+        if cfg.kiwi_vectors:
+            if not 0 <= cfg.kiwi_vocab <= kiwi_size():
+                raise ValueError(f"kiwi_vocab must be 0 to {kiwi_size()} (Kiwi's morpheme count), not {cfg.kiwi_vocab}")
+            morphemes = set(range(cfg.kiwi_vocab)) | {m for _, ids in kiwi_feats for m in ids if m >= 0}
         return cls(sorted(c for c, n in chars.items() if n >= cfg.min_freq),
-                   sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags))
+                   sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags),
+                   sorted(morphemes), kiwi_model_version() if morphemes else None)
 
-    def sizes(self) -> tuple[int, int, int]:
-        return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos)
+    def sizes(self) -> tuple[int, int, int, int]:
+        return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes)
 
-    def encode(self, text: str, pos: list[str] | None) -> torch.Tensor:
-        """``(len(text), 8)`` ids; see the column constants."""
+    def encode(self, text: str, kiwi_feats: tuple | None) -> torch.Tensor:
+        """``(len(text), 9)`` ids; see the column constants. ``kiwi_feats``: per character the
+        ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none)."""
+        pos, morph = kiwi_feats or (None, None)
         padded = "\x02" + text + "\x03"
         bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
         eoj = eojeol_positions(text)
         rows = [
             (self.char_id.get(c) or self.unk[char_class(c)], bi[i], bi[i + 1], EOJEOL[eoj[i]], *_jamo(c),
-             self.pos_id.get(pos[i], 1) if pos else 0)
+             self.pos_id.get(pos[i], 1) if pos else 0, self._morph(morph[i]) if morph else 0)
             for i, c in enumerate(text)
         ]
         return torch.tensor(rows, dtype=torch.long)
+
+    def _morph(self, kiwi_id: int) -> int:
+        """Row of a Kiwi morpheme; one outside the table falls back to its tag's formless morpheme."""
+        if kiwi_id < 0 or not self.morphemes:
+            return 0
+        return self.morph_row.get(kiwi_id) or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
 
 
 class Network(nn.Module):
     def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
         super().__init__()
-        n_chars, n_bigrams, n_pos = vocab.sizes()
+        n_chars, n_bigrams, n_pos, n_morph = vocab.sizes()
         self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
         self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
         self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
@@ -153,7 +177,10 @@ class Network(nn.Module):
         # A width-3 convolution over a syllable's three jamo slots is one linear map of their concatenation.
         self.jamo_conv = nn.Linear(3 * cfg.jamo_dim, cfg.jamo_dim) if cfg.jamo_dim else None
         self.pos = nn.Embedding(n_pos, cfg.kiwi_dim, padding_idx=0) if cfg.kiwi_dim else None
-        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim
+        self.morph = nn.Embedding(n_morph, cfg.kiwi_vectors, padding_idx=0) if cfg.kiwi_vectors else None
+        if self.morph is not None:
+            self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
+        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -173,6 +200,8 @@ class Network(nn.Module):
             parts.append(torch.tanh(self.jamo_conv(jamo)))
         if self.pos is not None:
             parts.append(self.pos(x[..., POS]))
+        if self.morph is not None:
+            parts.append(self.morph(x[..., MORPH]))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
         # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
         # first, which spares packing two reorderings (index_select) of the whole batch.
@@ -231,14 +260,16 @@ class BiLSTMCRFTagger(Tagger):
         return pick_device(self.config.device)
 
     # --- features ---------------------------------------------------------------------------
-    def _pos_tags(self, texts: Sequence[str]) -> list[list[str]] | list[None]:
-        """Per character ``B-TAG``/``I-TAG`` of the Kiwi morpheme covering it, else ``_``."""
-        if not self.config.kiwi_dim:
+    def _kiwi_feats(self, texts: Sequence[str]) -> list[tuple] | list[None]:
+        """Per text, per character: ``B-TAG``/``I-TAG`` (else ``_``) and the Kiwi id (else -1) of
+        the morpheme covering it."""
+        if not (self.config.kiwi_dim or self.config.kiwi_vectors):
             return [None] * len(texts)
-        return [morpheme_tags(text, tokens) for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
+        return [(morpheme_tags(text, tokens), morpheme_ids(text, tokens))
+                for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
 
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        return [self.vocab.encode(t, p) for t, p in zip(texts, self._pos_tags(texts))]
+        return [self.vocab.encode(t, f) for t, f in zip(texts, self._kiwi_feats(texts))]
 
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,15 +332,19 @@ class BiLSTMCRFTagger(Tagger):
         torch.manual_seed(cfg.seed)
         self.history = []
         texts = [ex.text for ex in train]
-        pos = self._pos_tags(texts)
-        self.vocab = Vocab.build(texts, pos if cfg.kiwi_dim else None, cfg)
-        x_train = [self.vocab.encode(t, p) for t, p in zip(texts, pos)]
+        feats = self._kiwi_feats(texts)
+        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg)
+        x_train = [self.vocab.encode(t, f) for t, f in zip(texts, feats)]
         y_train = [self._gold(ex) for ex in train]
         x_dev = self._encode([ex.text for ex in dev if ex.text])
         self.net = Network(cfg, self.vocab, self.tags)
         if cfg.pretrained_init:
             with torch.no_grad():
                 self.net.char.weight[1:] = ppmi_vectors(x_train, self.vocab.sizes()[0], cfg.char_dim, cfg.seed)[1:]
+        if cfg.kiwi_vectors:
+            vectors = torch.tensor(morpheme_vectors(self.vocab.morphemes, cfg.kiwi_vectors), dtype=torch.float32)
+            with torch.no_grad():
+                self.net.morph.weight[1:] = vectors / vectors.std()
         self.net.to(device)
         lengths = [len(t) for t in texts]
         n_batches = -(-len(train) // cfg.batch_size)
@@ -401,13 +436,18 @@ class BiLSTMCRFTagger(Tagger):
         if self.net is None:
             raise RuntimeError("cannot save an untrained BiLSTM-CRF")
         torch.save(self.net.state_dict(), directory / MODEL_FILE)
-        vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos}
+        vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos,
+                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model}
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
         tagger = cls(config)
         tagger.vocab = Vocab(**json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8")))
+        if tagger.vocab.kiwi_model not in (None, kiwi_model_version()):
+            log.warning("%s was trained with Kiwi model %s, this is %s: its Kiwi morpheme vectors will be "
+                        "read for the wrong morphemes; install kiwipiepy_model==%s", directory,
+                        tagger.vocab.kiwi_model, kiwi_model_version(), tagger.vocab.kiwi_model)
         tagger.net = Network(config, tagger.vocab, tagger.tags)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

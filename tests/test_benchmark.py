@@ -101,8 +101,8 @@ def test_a_reused_model_runs_with_runtime_settings_and_the_report_says_so(tmp_pa
     from kner.models.bilstm_crf import BiLSTMCRFTagger
 
     train = load_split("train", klue_dir, limit=20)
-    BiLSTMCRFTagger(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_dim=4, hidden=16, max_epochs=1,
-                    device="cpu").fit(train).save(tmp_path / "models" / "bilstm-crf")
+    BiLSTMCRFTagger(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_dim=4, kiwi_vectors=4, kiwi_vocab=100, hidden=16,
+                    max_epochs=1, device="cpu").fit(train).save(tmp_path / "models" / "bilstm-crf")
     result = run_benchmark(["bilstm-crf"], str(klue_dir), tmp_path, train_limit=20, dev_limit=20, repeats=1,
                            latency_samples=2, overrides={"bilstm-crf": {"precision": "bf16"}})
     (m,) = result["models"]

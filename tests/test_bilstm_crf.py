@@ -13,7 +13,8 @@ from kner.models.bilstm_crf import CLASSES, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
-TINY = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, hidden=16, dropout=0.2, batch_size=2, lr=0.02,
+TINY = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_vectors=4, kiwi_vocab=100, hidden=16, dropout=0.2,
+            batch_size=2, lr=0.02,
             warmup_steps=2, device="cpu", num_threads=1)
 
 
@@ -167,8 +168,8 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, overf
 
 
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
-    tagger = BiLSTMCRFTagger(**TINY, jamo_dim=4, kiwi_dim=4, kiwi_vectors=8, kiwi_vocab=200, pretrained_init=True,
-                             layers=2, max_epochs=2)
+    tagger = BiLSTMCRFTagger(**{**TINY, "kiwi_vectors": 8, "kiwi_vocab": 200}, jamo_dim=4, kiwi_dim=4,
+                             pretrained_init=True, layers=2, max_epochs=2)
     tagger.fit(overfit_examples, dev=overfit_examples)
     assert [r.epoch for r in tagger.history] == [1, 2]
     assert all(0.0 <= r.dev_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
@@ -205,13 +206,13 @@ def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
     with pytest.raises(RuntimeError, match="not trained"):
         BiLSTMCRFTagger().predict(["이순신"])
     with pytest.raises(ValueError, match="kiwi_vocab must be 0 to"):
-        BiLSTMCRFTagger(**TINY, kiwi_vectors=4, kiwi_vocab=10**8, max_epochs=1).fit(overfit_examples)
+        BiLSTMCRFTagger(**{**TINY, "kiwi_vocab": 10**8}, max_epochs=1).fit(overfit_examples)
 
 
 def test_loading_with_another_kiwi_model_warns_that_morpheme_ids_differ(tmp_path, overfit_examples, caplog):
     import json
 
-    tagger = BiLSTMCRFTagger(**TINY, kiwi_vectors=4, kiwi_vocab=100, max_epochs=1).fit(overfit_examples)
+    tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
     path = tagger.save(tmp_path / "model")
     vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
     assert vocab["kiwi_model"] and 100 < len(vocab["morphemes"])  # Kiwi's first 100 ids and training's

@@ -30,6 +30,7 @@ def _placeholders() -> dict[str, int]:
     return out
 
 
+@cache  # called per character for morphemes outside a model's table
 def kiwi_placeholder(kiwi_id: int) -> int | None:
     """The formless morpheme of this morpheme's tag (None for a tag without one)."""
     return _placeholders().get(kiwi().morpheme(kiwi_id).tag)
@@ -62,6 +63,12 @@ def kiwi_model_version() -> str:
     return __version__
 
 
+def _has_vector(kiwi_id: int) -> bool:
+    import numpy as np
+
+    return bool(np.isfinite(kiwi().morpheme_similarity(kiwi_id, kiwi_id)))  # NaN: no embedding
+
+
 @cache
 def _basis(dim: int, n_anchors: int = 512) -> tuple:
     """Anchor ids and the map from similarities-to-anchors to ``dim`` coordinates."""
@@ -70,7 +77,7 @@ def _basis(dim: int, n_anchors: int = 512) -> tuple:
     sim = kiwi().morpheme_similarity
     anchors, i = [], first_vocabulary_id()
     while len(anchors) < n_anchors:
-        if np.isfinite(sim(i, i)):
+        if _has_vector(i):
             anchors.append(i)
         i += 1
     gram = np.array([[sim(a, b) for b in anchors] for a in anchors])  # (anchors, anchors)
@@ -97,7 +104,7 @@ def morpheme_vectors(ids: Sequence[int], dim: int) -> "np.ndarray":
     rows = np.zeros((len(ids), len(anchors)))
     for r, i in enumerate(ids):
         for j in (i, kiwi_placeholder(i)):
-            if j is not None and np.isfinite(k.morpheme_similarity(j, j)):
+            if j is not None and _has_vector(j):
                 rows[r] = [k.morpheme_similarity(j, a) for a in anchors]
                 break
     return rows @ proj

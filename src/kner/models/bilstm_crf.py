@@ -106,7 +106,6 @@ class BiLSTMCRFConfig:
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
 
 
-RUNTIME_FIELDS = {"device", "precision", "num_threads", "checkpoint_dir", "resume", "predict_batch_size"}
 
 
 @cache  # a text's characters repeat (dev: 286k characters, a few thousand distinct)
@@ -401,12 +400,17 @@ class BiLSTMCRFTagger(Tagger):
         return self
 
     # --- checkpoints ------------------------------------------------------------------------
+    def _learned_config(self) -> dict:
+        """The settings a resumed run must share with the interrupted one."""
+        skip = {*self.runtime_settings, "checkpoint_dir", "resume"}
+        return {k: v for k, v in asdict(self.config).items() if k not in skip}
+
     def _checkpoint(self, path: Path, state: dict, optimizer, scheduler, gen: torch.Generator) -> None:
         """Everything a resumed run needs to continue exactly where this one is now."""
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = {
             **state,
-            "config": {k: v for k, v in asdict(self.config).items() if k not in RUNTIME_FIELDS},
+            "config": self._learned_config(),
             "model": self.net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "shuffle_rng": gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -418,7 +422,7 @@ class BiLSTMCRFTagger(Tagger):
 
     def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator) -> dict:
         blob = torch.load(path, map_location=self.device, weights_only=True)
-        mine = {k: v for k, v in asdict(self.config).items() if k not in RUNTIME_FIELDS}
+        mine = self._learned_config()
         if blob["config"] != mine:
             diff = sorted(k for k in mine if blob["config"].get(k) != mine[k])
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "

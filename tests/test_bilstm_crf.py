@@ -139,15 +139,17 @@ def _interrupt_after(monkeypatch, epoch):
     monkeypatch.setattr(BiLSTMCRFTagger, "_checkpoint", checkpoint_then_die)
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_examples, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_examples, monkeypatch, ema):
     train, dev = overfit_examples, overfit_examples[:3]
-    straight = BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "a")).fit(train, dev)
+    cfg = dict(TINY, max_epochs=5, patience=5, ema=ema)
+    straight = BiLSTMCRFTagger(**cfg, checkpoint_dir=str(tmp_path / "a")).fit(train, dev)
 
     with monkeypatch.context() as m:
         _interrupt_after(m, epoch=2)
         with pytest.raises(KeyboardInterrupt):
-            BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "b")).fit(train, dev)
-    resumed = BiLSTMCRFTagger(**TINY, max_epochs=5, patience=5, checkpoint_dir=str(tmp_path / "b"), resume=True)
+            BiLSTMCRFTagger(**cfg, checkpoint_dir=str(tmp_path / "b")).fit(train, dev)
+    resumed = BiLSTMCRFTagger(**cfg, checkpoint_dir=str(tmp_path / "b"), resume=True)
     resumed.fit(train, dev)
 
     assert [r.dev_f1 for r in resumed.history] == [r.dev_f1 for r in straight.history]
@@ -156,6 +158,16 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_exampl
         assert torch.equal(a, b), name
     texts = [ex.text for ex in train] + ODD_TEXTS
     assert resumed.predict(texts) == straight.predict(texts)
+
+
+def test_weight_averaging_keeps_the_average_of_the_same_training_trajectory(overfit_examples):
+    live = BiLSTMCRFTagger(**TINY, max_epochs=2).fit(overfit_examples)
+    tracking = BiLSTMCRFTagger(**TINY, max_epochs=2, ema=1e-9).fit(overfit_examples)  # average = last step
+    averaged = BiLSTMCRFTagger(**TINY, max_epochs=2, ema=0.9).fit(overfit_examples)
+    trained = [k for k, p in live.net.named_parameters() if p.requires_grad]
+    weights = [m.net.state_dict() for m in (live, tracking, averaged)]
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in trained)
+    assert not any(torch.allclose(weights[0][k], weights[2][k], atol=1e-3) for k in trained)
 
 
 def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, overfit_examples):
@@ -201,6 +213,8 @@ def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
         BiLSTMCRFTagger(device="tpu")
     with pytest.raises(ValueError, match="precision"):
         BiLSTMCRFTagger(precision="int4")
+    with pytest.raises(ValueError, match=r"ema is a decay in \[0, 1\)"):
+        BiLSTMCRFTagger(ema=1.0)
     with pytest.raises(ValueError, match="XX"):
         BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_ids, morpheme_tags, spans_to_bio
@@ -88,6 +89,9 @@ class BiLSTMCRFConfig:
     """Upper bound on training epochs (the schedule decays over this many)."""
     patience: int = 3
     """Stop after this many epochs without a better dev F1 (the best epoch is restored)."""
+    ema: float = 0.0
+    """Evaluate and keep an exponential moving average of the weights, updated after every
+    optimizer step with this decay (0 = off: the weights as trained)."""
     predict_batch_size: int = 256
     """Sentences per inference batch (sorted by length)."""
     seed: int = 13
@@ -252,6 +256,8 @@ class BiLSTMCRFTagger(Tagger):
         super().__init__(config, **overrides)
         if self.config.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be cpu, cuda or auto, not {self.config.device!r}")
+        if not 0 <= self.config.ema < 1:
+            raise ValueError(f"ema is a decay in [0, 1) (0 = off, 0.999 typical), not {self.config.ema}")
         self.tags = bio_labels(self.labels)
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
@@ -278,12 +284,14 @@ class BiLSTMCRFTagger(Tagger):
         lengths = torch.tensor([len(e) for e in encoded])
         return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 8), (batch,)
 
-    def _decode(self, encoded: Sequence[torch.Tensor]) -> list[list[str]]:
-        """Best tag sequence for each encoded text, in batches of similar length."""
+    def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
+        """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default
+        the tagger's own)."""
+        net = net or self.net
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[list[str]] = [[] for _ in encoded]
         bs = self.config.predict_batch_size
-        self.net.eval()
+        net.eval()
         precision = pick_precision(self.config.precision, self.device)
         with torch.inference_mode():
             for s in tqdm(range(0, len(order), bs), desc="bilstm-crf predict", leave=False, disable=len(order) <= 4 * bs):
@@ -292,8 +300,8 @@ class BiLSTMCRFTagger(Tagger):
                 x = x.to(self.device)
                 mask = torch.arange(x.size(1), device=x.device) < lengths.to(x.device)[:, None]
                 with autocast(self.device, precision):
-                    emissions = self.net.emissions(x, lengths)  # (batch, seq, tags)
-                best = self.net.crf.decode(emissions.float(), mask).tolist()
+                    emissions = net.emissions(x, lengths)  # (batch, seq, tags)
+                best = net.crf.decode(emissions.float(), mask).tolist()
                 for i, row, n in zip(idx, best, lengths.tolist()):
                     out[i] = [self.tags[t] for t in row[:n]]
         return out
@@ -354,11 +362,14 @@ class BiLSTMCRFTagger(Tagger):
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - step / total))
+        # The average is what is evaluated and kept; training steps the live weights.
+        ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+        kept = ema.module if ema else self.net
         gen = torch.Generator().manual_seed(cfg.seed)
         state = {"epoch": 0, "best_f1": -1.0, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
         if cfg.resume and ckpt.is_file():
-            state = self._restore(ckpt, optimizer, scheduler, gen)
+            state = self._restore(ckpt, optimizer, scheduler, gen, ema)
         for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
             if dev and state["bad_epochs"] >= cfg.patience:
                 break
@@ -376,11 +387,13 @@ class BiLSTMCRFTagger(Tagger):
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
                 optimizer.step()
                 scheduler.step()
+                if ema:
+                    ema.update_parameters(self.net)
                 loss_sum += loss.item() * len(batch)
             f1 = None
             if dev:
                 gold = [ex for ex in dev if ex.text]
-                f1 = score(gold, [bio_to_spans(t) for t in self._decode(x_dev)]).f1
+                f1 = score(gold, [bio_to_spans(t) for t in self._decode(x_dev, kept)]).f1
             seconds = time.perf_counter() - start
             state["seconds"] += seconds
             self.history.append(EpochRecord(epoch, seconds, loss_sum / len(train), f1, len(gold) if dev else None))
@@ -389,12 +402,12 @@ class BiLSTMCRFTagger(Tagger):
             # Without dev data the last epoch is the one kept.
             if f1 is None or f1 > state["best_f1"]:
                 state.update(best_f1=-1.0 if f1 is None else f1, bad_epochs=0,
-                             best_state=copy.deepcopy(self.net.state_dict()))
+                             best_state=copy.deepcopy(kept.state_dict()))
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
             if ckpt:
-                self._checkpoint(ckpt, state, optimizer, scheduler, gen)
+                self._checkpoint(ckpt, state, optimizer, scheduler, gen, ema)
         self.net.load_state_dict(state["best_state"])
         self.train_seconds = state["seconds"]
         return self
@@ -405,7 +418,8 @@ class BiLSTMCRFTagger(Tagger):
         skip = {*self.runtime_settings, "checkpoint_dir", "resume"}
         return {k: v for k, v in asdict(self.config).items() if k not in skip}
 
-    def _checkpoint(self, path: Path, state: dict, optimizer, scheduler, gen: torch.Generator) -> None:
+    def _checkpoint(self, path: Path, state: dict, optimizer, scheduler, gen: torch.Generator,
+                    ema: AveragedModel | None) -> None:
         """Everything a resumed run needs to continue exactly where this one is now."""
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = {
@@ -415,12 +429,13 @@ class BiLSTMCRFTagger(Tagger):
             "torch_rng": torch.get_rng_state(), "shuffle_rng": gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": [asdict(r) for r in self.history],
+            "ema": ema.state_dict() if ema else None,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
 
-    def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator) -> dict:
+    def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator, ema: AveragedModel | None) -> dict:
         blob = torch.load(path, map_location=self.device, weights_only=True)
         mine = self._learned_config()
         if blob["config"] != mine:
@@ -430,6 +445,8 @@ class BiLSTMCRFTagger(Tagger):
         self.net.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
+        if ema:
+            ema.load_state_dict(blob["ema"])
         torch.set_rng_state(blob["torch_rng"].cpu())
         gen.set_state(blob["shuffle_rng"].cpu())
         if blob["cuda_rng"]:

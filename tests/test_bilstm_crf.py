@@ -181,6 +181,21 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, overf
         BiLSTMCRFTagger(**TINY, resume=True).fit(overfit_examples)
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed_when_it_is_at_its_default(
+        tmp_path, overfit_examples, monkeypatch):
+    with monkeypatch.context() as m:
+        _interrupt_after(m, epoch=1)
+        with pytest.raises(KeyboardInterrupt):
+            BiLSTMCRFTagger(**TINY, max_epochs=2, checkpoint_dir=str(tmp_path)).fit(overfit_examples)
+    blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del blob["config"]["ema"]  # as written by a kner without the setting
+    torch.save(blob, tmp_path / "checkpoint.pt")
+    resumed = BiLSTMCRFTagger(**TINY, max_epochs=2, checkpoint_dir=str(tmp_path), resume=True).fit(overfit_examples)
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    with pytest.raises(ValueError, match="ema"):
+        BiLSTMCRFTagger(**TINY, max_epochs=2, ema=0.9, checkpoint_dir=str(tmp_path), resume=True).fit(overfit_examples)
+
+
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**{**TINY, "kiwi_vectors": 8, "kiwi_vocab": 200}, jamo_dim=4, kiwi_dim=4,
                              pretrained_init=True, layers=2, max_epochs=2)

@@ -487,9 +487,10 @@ class BiLSTMCRFTagger(Tagger):
 
     def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator, ema: AveragedModel | None) -> dict:
         blob = torch.load(path, map_location=self.device, weights_only=True)
-        mine = self._learned_config()
-        if blob["config"] != mine:
-            diff = sorted(k for k in mine if blob["config"].get(k) != mine[k])
+        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig())
+        # A setting added after the checkpoint was written ran at its default (new settings default to the old behaviour).
+        diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
+        if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "
                              "resume with the same config or use a fresh checkpoint_dir")
         self.net.load_state_dict(blob["model"])

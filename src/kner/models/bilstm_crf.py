@@ -386,9 +386,10 @@ class BiLSTMCRFTagger(Tagger):
         table, keep = None, set()
         if cfg.subword_vectors:
             self.subword_tokenizer, table = subword_source(cfg.subword_vectors)  # table: (vocab, dim)
-        subs = self._subword_feats(texts)
-        if table is not None:
+            subs = self._subword_feats(texts)
             keep = hangul_ids(self.subword_tokenizer) | {i for ids in subs for i in ids if i >= 0}
+        else:
+            subs = [None] * len(texts)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, keep, table.shape[1] if keep else 0)
         x_train = [self.vocab.encode(t, f, s) for t, f, s in zip(texts, feats, subs)]
         y_train = [self._gold(ex) for ex in train]

@@ -3,8 +3,8 @@ import pytest
 
 from kner.align import (
     MarkupError, best_valid_iob2, bio_labels, bio_to_spans, chars_from_token_tags, eojeol_positions, morpheme_ids, morpheme_tags,
-    owner_window, parse_markup, piece_offsets, piece_words, spans_to_bio, split_pieces, to_markup, token_ids_per_char, token_tags_from_chars,
-    trim_offsets, windows,
+    owner_window, parse_markup, piece_offsets, piece_words, spans_to_bio, split_pieces, to_markup, token_tags_from_chars, trim_offsets,
+    windows,
 )
 from kner.types import Example, Span
 
@@ -109,13 +109,6 @@ def test_morpheme_ids_give_each_character_the_first_morpheme_covering_it():
     # 갔 is 가/VV + 았/EP: the content morpheme (the first) names it; the space gets -1.
     tokens = [M(id=7, start=0, len=1), M(id=8, start=0, len=1), M(id=9, start=1, len=1), M(id=4, start=3, len=2)]
     assert morpheme_ids("갔다 서울", tokens) == [7, 9, -1, 4, 4]
-
-
-def test_token_ids_per_char_give_each_character_the_last_token_covering_it():
-    # e5's tokens of "서울에서 왔다": ▁서울 에서 ▁ 왔 다; the lone ▁ shares 왔's offsets and 왔 wins;
-    # the space (4) is in no token; offsets past the text are cut off.
-    offsets = [(0, 2), (2, 4), (5, 6), (5, 6), (6, 9)]
-    assert token_ids_per_char(7, [10, 11, 12, 13, 14], offsets) == [10, 10, 11, 11, -1, 13, 14]
 
 
 def test_pieces_cover_every_non_space_character_once_cut_at_the_given_positions():

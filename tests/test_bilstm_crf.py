@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 
 import pytest
 import torch
-from transformers import AutoModel
 
 import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
-from kner.models.bilstm_crf import CLASSES, SUB, BiLSTMCRFTagger, Vocab
+from kner.models.bilstm_crf import CLASSES, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
@@ -100,7 +98,7 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     vocab = Vocab(["가", "나"], [], [])
     text = "가漢😀a나"
     ids = vocab.encode(text, None)
-    assert ids.shape == (len(text), 10)
+    assert ids.shape == (len(text), 9)
     assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
 
@@ -204,25 +202,6 @@ def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     assert all(0.0 <= r.dev_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
     loaded = kner.load(tagger.save(tmp_path / "model"))
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
-
-
-def test_subword_vectors_of_a_hugging_face_model_train_save_and_load_without_it(tmp_path, overfit_examples, request):
-    from builders.bert import base_model
-
-    source = tmp_path / "encoder"
-    shutil.copytree(base_model(request, "sentencepiece"), source)
-    tagger = BiLSTMCRFTagger(**TINY, subword_vectors=str(source), max_epochs=2).fit(overfit_examples)
-    weights = AutoModel.from_pretrained(source).get_input_embeddings().weight
-    rows = tagger.net.subword.weight[1:]
-    assert rows.shape == (len(tagger.vocab.subwords), weights.shape[1]) and not rows.requires_grad
-    assert torch.allclose(rows * weights[tagger.vocab.subwords].std(), weights[tagger.vocab.subwords], atol=1e-5)
-    x = tagger._encode(["서울에서 왔다"])[0]
-    assert all(x[i, SUB] > 0 for i in (0, 1, 2, 3, 5, 6))  # every syllable has a subword vector
-    path = tagger.save(tmp_path / "model")
-    shutil.rmtree(source)  # loading needs only the model directory
-    loaded = kner.load(path)
-    texts = [ex.text for ex in overfit_examples] + ODD_TEXTS
-    assert loaded.predict(texts) == tagger.predict(texts)
 
 
 def test_bf16_inference_on_cpu_keeps_a_confident_models_exact_spans(tmp_path, overfit_examples):

@@ -107,16 +107,6 @@ def morpheme_ids(text: str, morphemes) -> list[int]:
     return ids
 
 
-def token_ids_per_char(n_chars: int, ids: Sequence[int], offsets: Sequence[tuple[int, int]]) -> list[int]:
-    """Per character: the id of the last token whose ``[start, end)`` offsets cover it, else -1.
-    The last, because XLM-R-style tokenizers give a lone word-start ``▁`` the offsets of the
-    syllable after it, and that syllable's own token is the informative one."""
-    out = [-1] * n_chars
-    for token, (start, end) in zip(ids, offsets):
-        out[start : min(end, n_chars)] = [token] * (min(end, n_chars) - start)
-    return out
-
-
 # --- spans <-> inline markup ("<이순신:PS> 장군은 …") ----------------------------------------
 
 _ESCAPE = str.maketrans({"\\": "\\\\", "<": "\\<", ">": "\\>"})

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -21,8 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ..align import (bio_labels, bio_to_spans, eojeol_positions, morpheme_ids, morpheme_tags, spans_to_bio,
-                     token_ids_per_char)
+from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_ids, morpheme_tags, spans_to_bio
 from ..scoring import score
 from ..morphology import kiwi, kiwi_model_version, kiwi_placeholder, kiwi_size, morpheme_vectors
 from ..types import Example, Span
@@ -37,10 +36,9 @@ MODEL_FILE, VOCAB_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "checkpoint.
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
-# Columns of an encoded text (seq, 10): syllable, left/right bigram, eojeol position, jamo
-# (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme, subword.
-CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH, SUB = 0, 1, 2, 3, 4, 7, 8, 9
-SUBWORD_TOKENIZER = "subword_tokenizer"
+# Columns of an encoded text (seq, 9): syllable, left/right bigram, eojeol position,
+# jamo (initial, medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH = 0, 1, 2, 3, 4, 7, 8
 
 
 @dataclass
@@ -67,10 +65,6 @@ class BiLSTMCRFConfig:
     kiwi_vocab: int = 30_000
     """Kiwi's ids below this (its frequent morphemes) get a vector even if training never saw them;
     others unseen in training take their tag's generic vector."""
-    subword_vectors: str = ""
-    """A Hugging Face model (folder or hub id) whose tokenizer and input embeddings give each
-    character the frozen vector of the subword covering it; "" = off. The table keeps the subwords
-    with a Hangul syllable and those seen in training; it and the tokenizer travel with the model."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -131,20 +125,17 @@ class Vocab:
     a vector row (0 is padding everywhere)."""
 
     def __init__(self, chars: list[str], bigrams: list[str], pos: list[str], morphemes: list[int] = (),
-                 kiwi_model: str | None = None, subwords: list[int] = (), subword_dim: int = 0) -> None:
+                 kiwi_model: str | None = None) -> None:
         self.chars, self.bigrams, self.pos, self.morphemes = chars, bigrams, pos, list(morphemes)
         self.kiwi_model = kiwi_model  # the Kiwi model whose ids ``morphemes`` are
-        self.subwords, self.subword_dim = list(subwords), subword_dim  # subword tokenizer ids with a row
         self.morph_row = {m: i + 1 for i, m in enumerate(self.morphemes)}
-        self.subword_row = {m: i + 1 for i, m in enumerate(self.subwords)}
         self.char_id = {c: i + 1 + len(CLASSES) for i, c in enumerate(chars)}
         self.bigram_id = {b: i + 2 for i, b in enumerate(bigrams)}  # 1 = UNK
         self.pos_id = {p: i + 2 for i, p in enumerate(pos)}
         self.unk = {k: i + 1 for i, k in enumerate(CLASSES)}
 
     @classmethod
-    def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig,
-              subwords: Collection[int] = (), subword_dim: int = 0) -> "Vocab":
+    def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig) -> "Vocab":
         chars = Counter(c for t in texts for c in t)
         bigrams = Counter(p[i : i + 2] for t in texts for p in ["\x02" + t + "\x03"] for i in range(len(t) + 1))
         tags = Counter(tag for seq, _ in kiwi_feats or [] for tag in seq) if cfg.kiwi_dim else {}
@@ -155,25 +146,21 @@ class Vocab:
             morphemes = set(range(cfg.kiwi_vocab)) | {m for _, ids in kiwi_feats for m in ids if m >= 0}
         return cls(sorted(c for c, n in chars.items() if n >= cfg.min_freq),
                    sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags),
-                   sorted(morphemes), kiwi_model_version() if morphemes else None, sorted(subwords), subword_dim)
+                   sorted(morphemes), kiwi_model_version() if morphemes else None)
 
-    def sizes(self) -> tuple[int, int, int, int, int]:
-        return (1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes),
-                1 + len(self.subwords))
+    def sizes(self) -> tuple[int, int, int, int]:
+        return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes)
 
-    def encode(self, text: str, kiwi_feats: tuple | None, subword_ids: Sequence[int] | None = None) -> torch.Tensor:
-        """``(len(text), 10)`` ids; see the column constants. ``kiwi_feats``: per character the
-        ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none);
-        ``subword_ids``: per character the tokenizer id of the subword covering it (-1 where none;
-        a subword without a row gets the zero vector)."""
+    def encode(self, text: str, kiwi_feats: tuple | None) -> torch.Tensor:
+        """``(len(text), 9)`` ids; see the column constants. ``kiwi_feats``: per character the
+        ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none)."""
         pos, morph = kiwi_feats or (None, None)
         padded = "\x02" + text + "\x03"
         bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
         eoj = eojeol_positions(text)
         rows = [
             (self.char_id.get(c) or self.unk[char_class(c)], bi[i], bi[i + 1], EOJEOL[eoj[i]], *_jamo(c),
-             self.pos_id.get(pos[i], 1) if pos else 0, self._morph(morph[i]) if morph else 0,
-             self.subword_row.get(subword_ids[i], 0) if subword_ids else 0)
+             self.pos_id.get(pos[i], 1) if pos else 0, self._morph(morph[i]) if morph else 0)
             for i, c in enumerate(text)
         ]
         return torch.tensor(rows, dtype=torch.long)
@@ -188,7 +175,7 @@ class Vocab:
 class Network(nn.Module):
     def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
         super().__init__()
-        n_chars, n_bigrams, n_pos, n_morph, n_sub = vocab.sizes()
+        n_chars, n_bigrams, n_pos, n_morph = vocab.sizes()
         self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
         self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
         self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
@@ -197,12 +184,9 @@ class Network(nn.Module):
         self.jamo_conv = nn.Linear(3 * cfg.jamo_dim, cfg.jamo_dim) if cfg.jamo_dim else None
         self.pos = nn.Embedding(n_pos, cfg.kiwi_dim, padding_idx=0) if cfg.kiwi_dim else None
         self.morph = nn.Embedding(n_morph, cfg.kiwi_vectors, padding_idx=0) if cfg.kiwi_vectors else None
-        self.subword = nn.Embedding(n_sub, vocab.subword_dim, padding_idx=0) if vocab.subword_dim else None
-        for table in (self.morph, self.subword):
-            if table is not None:
-                table.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
-        dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
-               + vocab.subword_dim)
+        if self.morph is not None:
+            self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
+        dim = cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -211,7 +195,7 @@ class Network(nn.Module):
         self.crf = CRF(len(tags), allowed, start)
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``x`` (batch, seq, 10) ids -> (batch, seq, tags) emission scores."""
+        """``x`` (batch, seq, 8) ids -> (batch, seq, tags) emission scores."""
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
@@ -224,8 +208,6 @@ class Network(nn.Module):
             parts.append(self.pos(x[..., POS]))
         if self.morph is not None:
             parts.append(self.morph(x[..., MORPH]))
-        if self.subword is not None:
-            parts.append(self.subword(x[..., SUB]))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
         # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
         # first, which spares packing two reorderings (index_select) of the whole batch.
@@ -235,19 +217,6 @@ class Network(nn.Module):
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return self.emit(self.dropout(out))  # (batch, seq, tags)
-
-
-def subword_source(name: str) -> tuple:
-    """A Hugging Face model's tokenizer and its input embeddings, ``(vocab, dim)`` floats."""
-    from transformers import AutoModel, AutoTokenizer
-
-    weights = AutoModel.from_pretrained(name).get_input_embeddings().weight.detach().float()
-    return AutoTokenizer.from_pretrained(name), weights
-
-
-def hangul_ids(tokenizer) -> set[int]:
-    """Ids of the subwords holding a Hangul syllable: the ones Korean test text can meet."""
-    return {i for piece, i in tokenizer.get_vocab().items() if any("가" <= c <= "힣" for c in piece)}
 
 
 def ppmi_vectors(encoded: Sequence[torch.Tensor], n: int, dim: int, seed: int, window: int = 2) -> torch.Tensor:
@@ -293,7 +262,6 @@ class BiLSTMCRFTagger(Tagger):
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
         self.net: Network | None = None
-        self.subword_tokenizer = None  # set by fit/load when config.subword_vectors is on
 
     @property
     def device(self) -> torch.device:
@@ -308,21 +276,13 @@ class BiLSTMCRFTagger(Tagger):
         return [(morpheme_tags(text, tokens), morpheme_ids(text, tokens))
                 for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
 
-    def _subword_feats(self, texts: Sequence[str]) -> list[list[int]] | list[None]:
-        """Per text, per character: the tokenizer id of the subword covering it, else -1."""
-        if self.subword_tokenizer is None or not texts:  # the tokenizer refuses an empty batch
-            return [None] * len(texts)
-        enc = self.subword_tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-        return [token_ids_per_char(len(t), ids, offsets)
-                for t, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"])]
-
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        return [self.vocab.encode(t, f, s) for t, f, s in zip(texts, self._kiwi_feats(texts), self._subword_feats(texts))]
+        return [self.vocab.encode(t, f) for t, f in zip(texts, self._kiwi_feats(texts))]
 
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(e) for e in encoded])
-        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 10), (batch,)
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 8), (batch,)
 
     def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default
@@ -383,15 +343,8 @@ class BiLSTMCRFTagger(Tagger):
         self.history = []
         texts = [ex.text for ex in train]
         feats = self._kiwi_feats(texts)
-        table, keep = None, set()
-        if cfg.subword_vectors:
-            self.subword_tokenizer, table = subword_source(cfg.subword_vectors)  # table: (vocab, dim)
-            subs = self._subword_feats(texts)
-            keep = hangul_ids(self.subword_tokenizer) | {i for ids in subs for i in ids if i >= 0}
-        else:
-            subs = [None] * len(texts)
-        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, keep, table.shape[1] if keep else 0)
-        x_train = [self.vocab.encode(t, f, s) for t, f, s in zip(texts, feats, subs)]
+        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg)
+        x_train = [self.vocab.encode(t, f) for t, f in zip(texts, feats)]
         y_train = [self._gold(ex) for ex in train]
         x_dev = self._encode([ex.text for ex in dev if ex.text])
         self.net = Network(cfg, self.vocab, self.tags)
@@ -402,10 +355,6 @@ class BiLSTMCRFTagger(Tagger):
             vectors = torch.tensor(morpheme_vectors(self.vocab.morphemes, cfg.kiwi_vectors), dtype=torch.float32)
             with torch.no_grad():
                 self.net.morph.weight[1:] = vectors / vectors.std()
-        if keep:
-            vectors = table[self.vocab.subwords]
-            with torch.no_grad():
-                self.net.subword.weight[1:] = vectors / vectors.std()
         self.net.to(device)
         lengths = [len(t) for t in texts]
         n_batches = -(-len(train) // cfg.batch_size)
@@ -513,11 +462,8 @@ class BiLSTMCRFTagger(Tagger):
             raise RuntimeError("cannot save an untrained BiLSTM-CRF")
         torch.save(self.net.state_dict(), directory / MODEL_FILE)
         vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos,
-                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model,
-                 "subwords": self.vocab.subwords, "subword_dim": self.vocab.subword_dim}
+                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model}
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        if self.subword_tokenizer is not None:
-            self.subword_tokenizer.save_pretrained(directory / SUBWORD_TOKENIZER)
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
@@ -527,10 +473,6 @@ class BiLSTMCRFTagger(Tagger):
             log.warning("%s was trained with Kiwi model %s, this is %s: its Kiwi morpheme vectors will be "
                         "read for the wrong morphemes; install kiwipiepy_model==%s", directory,
                         tagger.vocab.kiwi_model, kiwi_model_version(), tagger.vocab.kiwi_model)
-        if tagger.vocab.subword_dim:
-            from transformers import AutoTokenizer
-
-            tagger.subword_tokenizer = AutoTokenizer.from_pretrained(directory / SUBWORD_TOKENIZER)
         tagger.net = Network(config, tagger.vocab, tagger.tags)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

@@ -91,7 +91,8 @@ class BiLSTMCRFConfig:
     """Stop after this many epochs without a better dev F1 (the best epoch is restored)."""
     ema: float = 0.0
     """Evaluate and keep an exponential moving average of the weights, updated after every
-    optimizer step with this decay (0 = off: the weights as trained)."""
+    optimizer step with this decay (0 = off: the weights as trained). Full KLUE: 0.999 gave 0.8571
+    vs 0.8559 off; on 5,000 sentences 0.999 lags (0.7301 vs 0.8037) and 0.99 suits (README)."""
     predict_batch_size: int = 256
     """Sentences per inference batch (sorted by length)."""
     seed: int = 13

@@ -196,7 +196,7 @@ class Network(nn.Module):
         self.crf = CRF(len(tags), allowed, start)
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``x`` (batch, seq, 8) ids -> (batch, seq, tags) emission scores."""
+        """``x`` (batch, seq, 9) ids -> (batch, seq, tags) emission scores."""
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
@@ -283,7 +283,7 @@ class BiLSTMCRFTagger(Tagger):
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(e) for e in encoded])
-        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 8), (batch,)
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 9), (batch,)
 
     def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default

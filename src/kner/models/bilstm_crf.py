@@ -439,7 +439,7 @@ class BiLSTMCRFTagger(Tagger):
     def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator, ema: AveragedModel | None) -> dict:
         blob = torch.load(path, map_location=self.device, weights_only=True)
         mine, default = self._learned_config(), asdict(BiLSTMCRFConfig())
-        # A setting added after the checkpoint was written ran at its default (new settings default to the old behaviour).
+        # A setting newer than the checkpoint ran at its default (new settings default to old behaviour).
         diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
         if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "

@@ -9,7 +9,7 @@ import torch
 import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
-from kner.models.bilstm_crf import CLASSES, BiLSTMCRFTagger, Vocab
+from kner.models.bilstm_crf import CLASSES, MORPH, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
@@ -103,6 +103,18 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
 
 
+def test_encoding_texts_together_equals_encoding_each_alone():
+    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"])
+    texts = ["가나", "나 가漢", "가"]
+    feats = [(["B-NNP", "I-NNP"], [-1, -1]), None, (["B-NNP"], [-1])]
+    together = vocab.encode_many(texts, feats)
+    assert [t.shape for t in together] == [(2, 9), (4, 9), (1, 9)]
+    for text, f, ids in zip(texts, feats, together):
+        assert torch.equal(ids, vocab.encode(text, f))
+    assert together[0][:, 1].tolist() == [vocab.bigram_id["\x02가"], vocab.bigram_id["가나"]]
+    assert together[0][:, 7].tolist() == [vocab.pos_id["B-NNP"], vocab.pos_id["I-NNP"]]
+
+
 def test_kiwi_morpheme_vectors_give_back_kiwis_own_similarities():
     import numpy as np
 
@@ -126,6 +138,32 @@ def test_a_morpheme_without_a_vector_row_takes_its_tags_generic_row():
     ids = vocab.encode("가 서울", (["_"] * 4, [name, -1, seoul, seoul]))
     assert ids[:, 8].tolist() == [vocab.morph_row[generic], 0, vocab.morph_row[seoul], vocab.morph_row[seoul]]
     assert generic == kiwi_placeholder(seoul) != seoul
+
+
+def test_a_morpheme_outside_the_table_gets_its_own_kiwi_vector_which_is_not_saved(tmp_path, overfit_examples):
+    from kner.morphology import first_vocabulary_id, kiwi, kiwi_placeholder, morpheme_vectors
+
+    tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
+    path = tagger.save(tmp_path / "model")
+    text = "퇴계 이황은 도산서원에서 제자를 길렀다."
+    token = next(t for t in kiwi().tokenize(text) if t.id >= first_vocabulary_id() and t.id not in tagger.vocab.morph_row)
+    x = tagger._encode([text])[0]  # (len(text), 9)
+    weight = tagger.net.morph.weight  # (table, 4)
+    assert x[token.start, MORPH].item() >= weight.size(0)
+    got = tagger.net._morph_vectors(x[:, MORPH], tagger._extra_vectors)[token.start]
+    own, known = torch.tensor(morpheme_vectors([token.id, tagger.vocab.morphemes[-1]], 4), dtype=torch.float32)
+    assert torch.allclose(got, own * weight[-1].norm() / known.norm(), atol=1e-5)  # Kiwi's vector, the table's scale
+    assert not torch.allclose(got, weight[tagger.vocab.morph_row[kiwi_placeholder(token.id)]])
+    spans = tagger.predict([text])
+    again = kner.load(tagger.save(tmp_path / "after"))
+    assert again.vocab.morphemes == kner.load(path).vocab.morphemes  # the cache stays out of the model
+    assert again.predict([text]) == spans
+
+
+def test_a_loaded_model_runs_on_the_machines_threads_not_the_training_runs(tmp_path, overfit_examples):
+    path = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).save(tmp_path / "model")  # num_threads=1
+    assert kner.load(path).config.num_threads == 0
+    assert kner.load(path, num_threads=1).config.num_threads == 1
 
 
 def _interrupt_after(monkeypatch, epoch):

@@ -32,7 +32,8 @@ def test_family_overfits_exact_spans_and_survives_save_load(family, tmp_path, re
     tagger.save(tmp_path / "model", metrics={"f1": 1.0})
     loaded = kner.load(tmp_path / "model")
     assert type(loaded) is type(tagger)
-    assert loaded.config == tagger.config
+    machine = {"num_threads": 0} if hasattr(tagger.config, "num_threads") else {}  # the loading machine's
+    assert loaded.config == dataclasses.replace(tagger.config, **machine)
     assert loaded.predict(texts) == predicted
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 

@@ -121,7 +121,9 @@ class Tagger(ABC):
         if unknown:
             raise ValueError(f"a {cls.family} model has no setting {', '.join(map(repr, unknown))}; "
                              f"its settings are {', '.join(sorted(known))}")
-        saved = {k: v for k, v in meta.get("config", {}).items() if k in known}
+        # The thread count belongs to the machine and the run (a training run given one core of two
+        # would otherwise serve on one core forever): a loaded model takes the default or an override.
+        saved = {k: v for k, v in meta.get("config", {}).items() if k in known and k != "num_threads"}
         if saved.get("device") == "cuda" and "device" not in overrides and not _has_cuda():
             saved["device"] = "auto"  # trained with --device cuda, loaded on a machine without a GPU
         config = cls.Config(**{**saved, **overrides})

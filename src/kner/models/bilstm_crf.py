@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -113,7 +112,6 @@ class BiLSTMCRFConfig:
 
 
 
-@cache  # a text's characters repeat (dev: 286k characters, a few thousand distinct)
 def _jamo(ch: str) -> tuple[int, int, int]:
     o = ord(ch) - 0xAC00
     if 0 <= o < 11172:
@@ -134,6 +132,7 @@ class Vocab:
         self.bigram_id = {b: i + 2 for i, b in enumerate(bigrams)}  # 1 = UNK
         self.pos_id = {p: i + 2 for i, p in enumerate(pos)}
         self.unk = {k: i + 1 for i, k in enumerate(CLASSES)}
+        self._syllable_ids: dict[str, tuple[int, int, int, int]] = {}
 
     @classmethod
     def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig) -> "Vocab":
@@ -152,25 +151,44 @@ class Vocab:
     def sizes(self) -> tuple[int, int, int, int]:
         return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes)
 
-    def encode(self, text: str, kiwi_feats: tuple | None) -> torch.Tensor:
+    def encode(self, text: str, kiwi_feats: tuple | None, extra_rows: dict[int, int] | None = None) -> torch.Tensor:
         """``(len(text), 9)`` ids; see the column constants. ``kiwi_feats``: per character the
         ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none)."""
-        pos, morph = kiwi_feats or (None, None)
-        padded = "\x02" + text + "\x03"
-        bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
-        eoj = eojeol_positions(text)
-        rows = [
-            (self.char_id.get(c) or self.unk[char_class(c)], bi[i], bi[i + 1], EOJEOL[eoj[i]], *_jamo(c),
-             self.pos_id.get(pos[i], 1) if pos else 0, self._morph(morph[i]) if morph else 0)
-            for i, c in enumerate(text)
-        ]
-        return torch.tensor(rows, dtype=torch.long)
+        return self.encode_many([text], [kiwi_feats], extra_rows)[0]
 
-    def _morph(self, kiwi_id: int) -> int:
-        """Row of a Kiwi morpheme; one outside the table falls back to its tag's formless morpheme."""
+    def encode_many(self, texts: Sequence[str], kiwi_feats: Sequence[tuple | None],
+                    extra_rows: dict[int, int] | None = None) -> list[torch.Tensor]:
+        """``encode`` for many texts at once: one flat list per column and one tensor for all,
+        split back per text (a tensor per text cost more than the lookups). ``extra_rows``: vector
+        rows beyond the table for Kiwi morphemes outside it (see ``BiLSTMCRFTagger._extend``)."""
+        syllable = self._syllable_ids
+        chars = [syllable.get(c) or self._syllable(c) for t in texts for c in t]  # (N, 4)
+        left, right, eoj, pos, morph = [], [], [], [], []
+        for text, (tags, ids) in zip(texts, (f or (None, None) for f in kiwi_feats)):
+            padded = "\x02" + text + "\x03"
+            bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
+            left += bi[:-1]
+            right += bi[1:]
+            eoj += [EOJEOL[p] for p in eojeol_positions(text)]
+            pos += [self.pos_id.get(t, 1) for t in tags] if tags else [0] * len(text)
+            morph += [self._morph(k, extra_rows) for k in ids] if ids else [0] * len(text)
+        flat = torch.cat([torch.tensor(chars, dtype=torch.long).view(-1, 4),
+                          torch.tensor([left, right, eoj, pos, morph], dtype=torch.long).T], dim=1)
+        flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8]]  # into column order: CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH
+        return list(flat.split([len(t) for t in texts]))
+
+    def _syllable(self, c: str) -> tuple[int, int, int, int]:
+        """Syllable id and jamo ids of a character, memoised: texts reuse a few thousand characters."""
+        self._syllable_ids[c] = (self.char_id.get(c) or self.unk[char_class(c)], *_jamo(c))
+        return self._syllable_ids[c]
+
+    def _morph(self, kiwi_id: int, extra_rows: dict[int, int] | None = None) -> int:
+        """Row of a Kiwi morpheme: its own (in the table or among ``extra_rows``), else its tag's
+        formless morpheme's."""
         if kiwi_id < 0 or not self.morphemes:
             return 0
-        return self.morph_row.get(kiwi_id) or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
+        row = self.morph_row.get(kiwi_id) or (extra_rows or {}).get(kiwi_id)
+        return row or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
 
 
 class Network(nn.Module):
@@ -195,29 +213,41 @@ class Network(nn.Module):
         allowed, start = iob2_allowed(tags) if cfg.constrained else (None, None)
         self.crf = CRF(len(tags), allowed, start)
 
-    def emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``x`` (batch, seq, 9) ids -> (batch, seq, tags) emission scores."""
+    def emissions(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (batch, seq, 9) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
+        morpheme ids past the table (``BiLSTMCRFTagger._extend``)."""
+        x = x.transpose(0, 1)  # (seq, batch, 9): time-major, so packing copies whole time steps
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
         if self.eojeol is not None:
             parts.append(self.eojeol(x[..., EOJ]))
         if self.jamo is not None:
-            jamo = self.jamo(x[..., JAMO : JAMO + 3]).flatten(2)  # (batch, seq, 3 * jamo_dim)
+            jamo = self.jamo(x[..., JAMO : JAMO + 3]).flatten(2)  # (seq, batch, 3 * jamo_dim)
             parts.append(torch.tanh(self.jamo_conv(jamo)))
         if self.pos is not None:
             parts.append(self.pos(x[..., POS]))
         if self.morph is not None:
-            parts.append(self.morph(x[..., MORPH]))
-        emb = self.dropout(torch.cat(parts, dim=-1))  # (batch, seq, dim)
+            parts.append(self._morph_vectors(x[..., MORPH], extra))
+        emb = self.dropout(torch.cat(parts, dim=-1))  # (seq, batch, dim)
+        if torch.is_autocast_enabled(emb.device.type):  # the LSTM casts anyway; packing then moves half the bytes
+            emb = emb.to(torch.get_autocast_dtype(emb.device.type))
         # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
         # first, which spares packing two reorderings (index_select) of the whole batch.
         lengths = lengths.cpu()
         ordered = bool((lengths[:-1] >= lengths[1:]).all())
-        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=ordered)
+        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, enforce_sorted=ordered)
         out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        return self.emit(self.dropout(out))  # (batch, seq, tags)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=x.size(0))  # (seq, batch, 2 * hidden)
+        return self.emit(self.dropout(out)).transpose(0, 1)  # (batch, seq, tags)
+
+    def _morph_vectors(self, ids: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        n = self.morph.num_embeddings
+        vectors = self.morph(ids.clamp(max=n - 1))  # (..., kiwi_vectors)
+        beyond = ids >= n
+        if extra is not None and beyond.any():
+            vectors[beyond] = extra.to(vectors.dtype)[ids[beyond] - n]
+        return vectors
 
 
 def ppmi_vectors(encoded: Sequence[torch.Tensor], n: int, dim: int, seed: int, window: int = 2) -> torch.Tensor:
@@ -263,6 +293,7 @@ class BiLSTMCRFTagger(Tagger):
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
         self.net: Network | None = None
+        self._reset_extra()
 
     @property
     def device(self) -> torch.device:
@@ -278,7 +309,34 @@ class BiLSTMCRFTagger(Tagger):
                 for text, tokens in zip(texts, kiwi().tokenize(list(texts)))]
 
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        return [self.vocab.encode(t, f) for t, f in zip(texts, self._kiwi_feats(texts))]
+        feats = self._kiwi_feats(texts)
+        return self.vocab.encode_many(texts, feats, self._extend(feats))
+
+    def _reset_extra(self) -> None:
+        self._extra_rows: dict[int, int] = {}  # Kiwi id -> row past the table
+        self._extra_vectors: torch.Tensor | None = None  # (len(_extra_rows), kiwi_vectors)
+
+    def _extend(self, feats: Sequence[tuple | None]) -> dict[int, int]:
+        """Rows for the Kiwi morphemes in ``feats`` that the table lacks, read from Kiwi on first
+        sight and kept (append-only, so rows handed out stay valid). The table holds the training
+        morphemes and Kiwi's most frequent ones; a rarer morpheme, often part of a name (10% of the
+        KLUE dev entities' characters), would otherwise get only its tag's generic vector. The
+        vectors are frozen, so this is what a table of all of Kiwi's morphemes would give."""
+        if not self.config.kiwi_vectors:
+            return {}
+        rows = self._extra_rows
+        new = sorted({k for f in feats if f for k in f[1]} - {-1} - self.vocab.morph_row.keys() - rows.keys())
+        if new:
+            weight = self.net.morph.weight  # (table, kiwi_vectors): rows = Kiwi's vectors x one scale
+            sample = self.vocab.morphemes[:64]
+            raw = torch.tensor(morpheme_vectors(sample, weight.size(1)), dtype=weight.dtype)
+            scale = (weight[1 : 1 + len(sample)].cpu() * raw).sum() / (raw * raw).sum().clamp_min(1e-12)
+            vectors = torch.tensor(morpheme_vectors(new, weight.size(1)), dtype=weight.dtype) * scale
+            start = weight.size(0) + len(rows)
+            old = self._extra_vectors
+            self._extra_vectors = vectors if old is None else torch.cat([old, vectors])
+            self._extra_rows = rows = {**rows, **{k: start + i for i, k in enumerate(new)}}
+        return rows
 
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,6 +352,7 @@ class BiLSTMCRFTagger(Tagger):
         bs = self.config.predict_batch_size
         net.eval()
         precision = pick_precision(self.config.precision, self.device)
+        extra = None if self._extra_vectors is None else self._extra_vectors.to(self.device)
         with torch.inference_mode():
             for s in tqdm(range(0, len(order), bs), desc="bilstm-crf predict", leave=False, disable=len(order) <= 4 * bs):
                 idx = order[s : s + bs]
@@ -301,7 +360,7 @@ class BiLSTMCRFTagger(Tagger):
                 x = x.to(self.device)
                 mask = torch.arange(x.size(1), device=x.device) < lengths.to(x.device)[:, None]
                 with autocast(self.device, precision):
-                    emissions = net.emissions(x, lengths)  # (batch, seq, tags)
+                    emissions = net.emissions(x, lengths, extra)  # (batch, seq, tags)
                 best = net.crf.decode(emissions.float(), mask).tolist()
                 for i, row, n in zip(idx, best, lengths.tolist()):
                     out[i] = [self.tags[t] for t in row[:n]]
@@ -345,10 +404,10 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         feats = self._kiwi_feats(texts)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg)
-        x_train = [self.vocab.encode(t, f) for t, f in zip(texts, feats)]
+        x_train = self.vocab.encode_many(texts, feats)
         y_train = [self._gold(ex) for ex in train]
-        x_dev = self._encode([ex.text for ex in dev if ex.text])
         self.net = Network(cfg, self.vocab, self.tags)
+        self._reset_extra()
         if cfg.pretrained_init:
             with torch.no_grad():
                 self.net.char.weight[1:] = ppmi_vectors(x_train, self.vocab.sizes()[0], cfg.char_dim, cfg.seed)[1:]
@@ -356,6 +415,7 @@ class BiLSTMCRFTagger(Tagger):
             vectors = torch.tensor(morpheme_vectors(self.vocab.morphemes, cfg.kiwi_vectors), dtype=torch.float32)
             with torch.no_grad():
                 self.net.morph.weight[1:] = vectors / vectors.std()
+        x_dev = self._encode([ex.text for ex in dev if ex.text])  # after the table: it may grow past it
         self.net.to(device)
         lengths = [len(t) for t in texts]
         n_batches = -(-len(train) // cfg.batch_size)

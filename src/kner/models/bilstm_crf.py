@@ -62,8 +62,8 @@ class BiLSTMCRFConfig:
     of Kiwi's built-in language model (trained on a large Korean corpus; 256 = all of them);
     0 = off (full KLUE: 0.8472 without, 0.8519 with 128, 0.8559 with 256; README)."""
     kiwi_vocab: int = 30_000
-    """Kiwi's ids below this (its frequent morphemes) get a vector even if training never saw them;
-    others unseen in training take their tag's generic vector."""
+    """Kiwi's ids below this (its frequent morphemes) are in the saved vector table even if training
+    never saw them; any other morpheme's vector is read from Kiwi when a text first needs it."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200

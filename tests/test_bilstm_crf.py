@@ -160,6 +160,24 @@ def test_a_morpheme_outside_the_table_gets_its_own_kiwi_vector_which_is_not_save
     assert again.predict([text]) == spans
 
 
+def test_predicting_on_several_threads_gives_each_unseen_morpheme_one_row(tmp_path, overfit_examples):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).save(tmp_path / "model")
+    texts = ["퇴계 이황은 도산서원에서 제자를 길렀다.", "율곡 이이는 강릉 오죽헌에서 태어났다.",
+             "다산 정약용은 강진에서 목민심서를 썼다.", "허준은 동의보감을 지었다."] * 4
+    one_thread = kner.load(path)
+    expected = [one_thread.predict([t]) for t in texts]
+    tagger = kner.load(path)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: tagger.predict([t]), texts))
+    assert got == expected
+    rows = tagger._extra_rows
+    table = tagger.net.morph.num_embeddings
+    assert rows and sorted(rows.values()) == list(range(table, table + len(rows)))
+    assert tagger._extra_vectors.shape == (len(rows), 4)
+
+
 def test_a_loaded_model_runs_on_the_machines_threads_not_the_training_runs(tmp_path, overfit_examples):
     path = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).save(tmp_path / "model")  # num_threads=1
     assert kner.load(path).config.num_threads == 0

@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -315,6 +316,8 @@ class BiLSTMCRFTagger(Tagger):
     def _reset_extra(self) -> None:
         self._extra_rows: dict[int, int] = {}  # Kiwi id -> row past the table
         self._extra_vectors: torch.Tensor | None = None  # (len(_extra_rows), kiwi_vectors)
+        self._extra_scale: torch.Tensor | None = None
+        self._extra_lock = threading.Lock()  # a server may predict on several threads
 
     def _extend(self, feats: Sequence[tuple | None]) -> dict[int, int]:
         """Rows for the Kiwi morphemes in ``feats`` that the table lacks, read from Kiwi on first
@@ -324,19 +327,29 @@ class BiLSTMCRFTagger(Tagger):
         vectors are frozen, so this is what a table of all of Kiwi's morphemes would give."""
         if not self.config.kiwi_vectors:
             return {}
-        rows = self._extra_rows
-        new = sorted({k for f in feats if f for k in f[1]} - {-1} - self.vocab.morph_row.keys() - rows.keys())
-        if new:
-            weight = self.net.morph.weight  # (table, kiwi_vectors): rows = Kiwi's vectors x one scale
+        needed = {k for f in feats if f for k in f[1]} - {-1} - self.vocab.morph_row.keys()
+        if not needed - self._extra_rows.keys():
+            return self._extra_rows
+        with self._extra_lock:
+            rows = self._extra_rows
+            new = sorted(needed - rows.keys())  # another thread may have added some meanwhile
+            if new:
+                table = self.net.morph.weight.detach().cpu()  # (table, kiwi_vectors)
+                vectors = torch.tensor(morpheme_vectors(new, table.size(1)), dtype=table.dtype) * self._scale(table)
+                old = self._extra_vectors
+                self._extra_vectors = vectors if old is None else torch.cat([old, vectors])
+                start = table.size(0) + len(rows)
+                self._extra_rows = rows = {**rows, **{k: start + i for i, k in enumerate(new)}}
+            return rows
+
+    def _scale(self, table: torch.Tensor) -> torch.Tensor:
+        """The factor fit() put between Kiwi's vectors and the table's rows, read back from the first
+        rows (least squares; exact), so models saved before this existed need nothing new."""
+        if self._extra_scale is None:
             sample = self.vocab.morphemes[:64]
-            raw = torch.tensor(morpheme_vectors(sample, weight.size(1)), dtype=weight.dtype)
-            scale = (weight[1 : 1 + len(sample)].cpu() * raw).sum() / (raw * raw).sum().clamp_min(1e-12)
-            vectors = torch.tensor(morpheme_vectors(new, weight.size(1)), dtype=weight.dtype) * scale
-            start = weight.size(0) + len(rows)
-            old = self._extra_vectors
-            self._extra_vectors = vectors if old is None else torch.cat([old, vectors])
-            self._extra_rows = rows = {**rows, **{k: start + i for i, k in enumerate(new)}}
-        return rows
+            raw = torch.tensor(morpheme_vectors(sample, table.size(1)), dtype=table.dtype)
+            self._extra_scale = (table[1 : 1 + len(sample)] * raw).sum() / (raw * raw).sum().clamp_min(1e-12)
+        return self._extra_scale
 
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

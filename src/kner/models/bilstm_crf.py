@@ -152,10 +152,10 @@ class Vocab:
     def sizes(self) -> tuple[int, int, int, int]:
         return 1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes)
 
-    def encode(self, text: str, kiwi_feats: tuple | None, extra_rows: dict[int, int] | None = None) -> torch.Tensor:
+    def encode(self, text: str, kiwi_feats: tuple | None) -> torch.Tensor:
         """``(len(text), 9)`` ids; see the column constants. ``kiwi_feats``: per character the
         ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none)."""
-        return self.encode_many([text], [kiwi_feats], extra_rows)[0]
+        return self.encode_many([text], [kiwi_feats])[0]
 
     def encode_many(self, texts: Sequence[str], kiwi_feats: Sequence[tuple | None],
                     extra_rows: dict[int, int] | None = None) -> list[torch.Tensor]:
@@ -334,21 +334,22 @@ class BiLSTMCRFTagger(Tagger):
             rows = self._extra_rows
             new = sorted(needed - rows.keys())  # another thread may have added some meanwhile
             if new:
-                table = self.net.morph.weight.detach().cpu()  # (table, kiwi_vectors)
-                vectors = torch.tensor(morpheme_vectors(new, table.size(1)), dtype=table.dtype) * self._scale(table)
+                size, dim = self.net.morph.weight.shape  # (table, kiwi_vectors)
+                vectors = torch.tensor(morpheme_vectors(new, dim), dtype=torch.float32) * self._scale()
                 old = self._extra_vectors
                 self._extra_vectors = vectors if old is None else torch.cat([old, vectors])
-                start = table.size(0) + len(rows)
+                start = size + len(rows)
                 self._extra_rows = rows = {**rows, **{k: start + i for i, k in enumerate(new)}}
             return rows
 
-    def _scale(self, table: torch.Tensor) -> torch.Tensor:
+    def _scale(self) -> torch.Tensor:
         """The factor fit() put between Kiwi's vectors and the table's rows, read back from the first
         rows (least squares; exact), so models saved before this existed need nothing new."""
         if self._extra_scale is None:
             sample = self.vocab.morphemes[:64]
-            raw = torch.tensor(morpheme_vectors(sample, table.size(1)), dtype=table.dtype)
-            self._extra_scale = (table[1 : 1 + len(sample)] * raw).sum() / (raw * raw).sum().clamp_min(1e-12)
+            rows = self.net.morph.weight[1 : 1 + len(sample)].detach().cpu().float()  # only these leave the device
+            raw = torch.tensor(morpheme_vectors(sample, rows.size(1)), dtype=torch.float32)
+            self._extra_scale = (rows * raw).sum() / (raw * raw).sum().clamp_min(1e-12)
         return self._extra_scale
 
     @staticmethod

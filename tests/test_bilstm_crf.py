@@ -279,6 +279,22 @@ def test_bf16_inference_on_cpu_keeps_a_confident_models_exact_spans(tmp_path, ov
         kner.load(path, precison="bf16")
 
 
+def test_a_recall_bias_trades_precision_for_recall_and_is_a_load_time_setting(tmp_path, overfit_examples):
+    from builders.bilstm_crf import make
+
+    path = make(tmp_path, None).fit(overfit_examples).save(tmp_path / "model")
+    texts = [ex.text for ex in overfit_examples]
+    plain = kner.load(path).predict(texts)
+    assert plain == [sorted(ex.spans) for ex in overfit_examples]
+    assert kner.load(path, recall_bias=0.0).predict(texts) == plain
+    covered = lambda preds: sum(s.end - s.start for spans in preds for s in spans)  # noqa: E731
+    biased = [kner.load(path, recall_bias=b).predict(texts) for b in (0.5, 5.0, 1e4)]
+    assert covered(plain) <= covered(biased[0]) <= covered(biased[1]) <= covered(biased[2])
+    # Nothing outscores O's loss of 1e4: every character ends up inside some entity.
+    assert covered(plain) < covered(biased[2]) == sum(map(len, texts))
+    assert kner.load(path, recall_bias=0.5).config.recall_bias == 0.5 and kner.load(path).config.recall_bias == 0
+
+
 def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
     with pytest.raises(ValueError, match="device"):
         BiLSTMCRFTagger(device="tpu")
@@ -286,6 +302,8 @@ def test_bad_settings_and_labels_get_clear_errors(overfit_examples):
         BiLSTMCRFTagger(precision="int4")
     with pytest.raises(ValueError, match=r"ema is a decay in \[0, 1\)"):
         BiLSTMCRFTagger(ema=1.0)
+    with pytest.raises(ValueError, match="recall_bias must be a finite number"):
+        BiLSTMCRFTagger(recall_bias=float("nan"))
     with pytest.raises(ValueError, match="XX"):
         BiLSTMCRFTagger(**TINY, max_epochs=1).fit([kner.Example("가나다", (kner.Span(0, 2, "XX"),))])
     with pytest.raises(RuntimeError, match="not trained"):

@@ -87,9 +87,11 @@ def test_wrong_or_damaged_model_directory_is_a_clear_error(tmp_path, run_dir):
         main(["predict", str(damaged), "텍스트"])
 
 
-def test_precision_for_a_model_without_one_is_refused_by_name(run_dir):
+def test_runtime_settings_a_model_lacks_are_refused_by_name(run_dir):
     with pytest.raises(SystemExit, match="crf model has no setting 'precision'"):
         main(["predict", str(run_dir), "이순신", "--precision", "bf16"])
+    with pytest.raises(SystemExit, match="crf model has no setting 'recall_bias'"):
+        main(["evaluate", str(run_dir), "--recall-bias", "0"])
 
 
 def test_missing_data_directory_says_how_to_fix(tmp_path):

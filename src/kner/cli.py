@@ -150,10 +150,12 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
                         help="run torch models in this precision instead of the saved one (bf16 pays on CPUs with bf16 instructions)")
     parser.add_argument("--pretokenize", choices=["auto", "none", "morphemes"],
                         help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
+    parser.add_argument("--recall-bias", type=float, metavar="B",
+                        help="bilstm-crf models: lower the O tag's scores by B before decoding (> 0 trades precision for recall)")
 
 
 def _runtime(args: argparse.Namespace) -> dict:
-    return {k: v for k in ("precision", "pretokenize") if (v := getattr(args, k, None))}
+    return {k: v for k in ("precision", "pretokenize", "recall_bias") if (v := getattr(args, k, None)) is not None}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

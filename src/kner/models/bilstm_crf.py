@@ -167,7 +167,7 @@ class Vocab:
         """``encode`` for many texts at once: one flat list per column and one tensor for all,
         split back per text (a tensor per text cost more than the lookups). ``extra_rows``: vector
         rows beyond the table for Kiwi morphemes outside it (see ``BiLSTMCRFTagger._extend``)."""
-        syllable = self._syllable_ids
+        syllable, extra = self._syllable_ids, extra_rows or {}
         chars = [syllable.get(c) or self._syllable(c) for t in texts for c in t]  # (N, 4)
         left, right, eoj, pos, morph = [], [], [], [], []
         for text, (tags, ids) in zip(texts, (f or (None, None) for f in kiwi_feats)):
@@ -177,7 +177,7 @@ class Vocab:
             right += bi[1:]
             eoj += [EOJEOL[p] for p in eojeol_positions(text)]
             pos += [self.pos_id.get(t, 1) for t in tags] if tags else [0] * len(text)
-            morph += [self._morph(k, extra_rows) for k in ids] if ids else [0] * len(text)
+            morph += [self._morph(k, extra) for k in ids] if ids else [0] * len(text)
         flat = torch.cat([torch.tensor(chars, dtype=torch.long).view(-1, 4),
                           torch.tensor([left, right, eoj, pos, morph], dtype=torch.long).T], dim=1)
         flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8]]  # into column order: CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH
@@ -188,12 +188,12 @@ class Vocab:
         self._syllable_ids[c] = (self.char_id.get(c) or self.unk[char_class(c)], *_jamo(c))
         return self._syllable_ids[c]
 
-    def _morph(self, kiwi_id: int, extra_rows: dict[int, int] | None = None) -> int:
+    def _morph(self, kiwi_id: int, extra_rows: dict[int, int]) -> int:
         """Row of a Kiwi morpheme: its own (in the table or among ``extra_rows``), else its tag's
         formless morpheme's."""
         if kiwi_id < 0 or not self.morphemes:
             return 0
-        row = self.morph_row.get(kiwi_id) or (extra_rows or {}).get(kiwi_id)
+        row = self.morph_row.get(kiwi_id) or extra_rows.get(kiwi_id)
         return row or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
 
 

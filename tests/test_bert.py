@@ -227,7 +227,7 @@ def test_xlmr_style_model_learns_exact_spans_and_keeps_its_best_epoch(request, t
 
 def test_a_pretokenizing_model_learns_exact_spans_reloads_and_matches_the_pipeline_given_the_same_pieces(
         request, tmp_path):
-    from kner.models.bert_speed import compare_with_pipeline
+    from kner.bert_speed import compare_with_pipeline
 
     tagger = builder.make(tmp_path, request, "sentencepiece", pretokenize="morphemes").fit(OVERFIT)
     texts = [ex.text for ex in OVERFIT]
@@ -244,7 +244,7 @@ def test_a_pretokenizing_model_learns_exact_spans_reloads_and_matches_the_pipeli
 
 
 def test_pipeline_offsets_over_pre_split_words_map_back_to_the_text():
-    from kner.models.bert_speed import pipeline_spans
+    from kner.bert_speed import pipeline_spans
 
     text = "김철수는  2019년 삼성전자에"
     pieces = [(0, 3), (3, 4), (6, 10), (10, 11), (12, 16), (16, 17)]
@@ -295,7 +295,7 @@ def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_
 
 
 def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained):
-    from kner.models.bert_speed import compare_with_pipeline
+    from kner.bert_speed import compare_with_pipeline
 
     texts = [ex.text for ex in OVERFIT] * 2 + ["가나다 " * 300]  # the long one does not fit a window
     result = compare_with_pipeline(trained, texts, pipeline_batch_sizes=(1, 4), repeats=2)
@@ -308,7 +308,7 @@ def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained
 
 
 def test_speed_comparison_runs_the_pipeline_in_the_taggers_precision(trained, tmp_path):
-    from kner.models.bert_speed import compare_with_pipeline
+    from kner.bert_speed import compare_with_pipeline
 
     trained.save(tmp_path / "run")
     bf16 = kner.load(tmp_path / "run", precision="bf16")
@@ -323,7 +323,7 @@ def test_speed_comparison_runs_the_pipeline_in_the_taggers_precision(trained, tm
 def test_speed_command_prints_the_comparison_in_the_precision_asked_for(trained, tmp_path, klue_dir, capsys):
     import json
 
-    from kner.models.bert_speed import main
+    from kner.bert_speed import main
 
     trained.save(tmp_path / "run")
     main([str(tmp_path / "run"), "--data", str(klue_dir), "--limit", "300", "--precision", "bf16"])
@@ -339,7 +339,9 @@ def test_argmax_validity_follows_strict_iob2():
 
 
 def test_benchmark_compares_runtimes_on_the_same_texts_with_equal_spans(trained):
-    extras = trained.benchmark_extras(OVERFIT + [_ex("가나다 " * 300)])  # the long text fits no window: left out
+    from kner.bert_speed import benchmark_extras
+
+    extras = benchmark_extras(trained, OVERFIT + [_ex("가나다 " * 300)])  # the long text fits no window: left out
     torch_row, pipe_row_1, pipe_row_32, paired_torch_row, onnx_row = extras.values()
     assert list(extras)[1].startswith("transformers pipeline, batch 1 (its default), fp32")
     assert list(extras)[2].startswith("transformers pipeline, batch 32, fp32") and "onnxruntime" in list(extras)[4]

@@ -2,6 +2,7 @@
 the same spans as torch for every text, through the same encode/decode code."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import onnx
@@ -11,11 +12,13 @@ from conftest import ODD_TEXTS, OVERFIT
 from fastapi.testclient import TestClient
 
 from kner import load
+from kner.bert_speed import compare_backends
 from kner.cli import main
 from kner.data import load_split
 from kner.models import ModelDirError
+from kner.models.bert import BertTagger
 from kner.models.crf import CRFTagger
-from kner.onnx_backend import OnnxBertTagger, compare_backends, export_onnx, load_onnx
+from kner.onnx_backend import export_onnx, load_onnx
 from kner.serve import create_app, load_models
 
 
@@ -58,25 +61,27 @@ def test_compare_backends_reports_both_timings_and_identical_spans(exported_run,
     assert result["onnx_speedup"] == result["torch_median_seconds"] / result["onnx_median_seconds"]
 
 
-def test_onnx_tagger_only_predicts(exported_run, tmp_path):
+def test_onnx_is_a_runtime_of_the_bert_tagger_that_training_replaces(exported_run, tmp_path):
     tagger = load_onnx(exported_run)
-    assert isinstance(tagger, OnnxBertTagger) and tagger.family == "bert"
-    with pytest.raises(TypeError, match="export-onnx"):
-        tagger.fit(OVERFIT)
-    with pytest.raises(TypeError, match="torch tagger"):
+    assert type(tagger) is BertTagger and tagger.backend == "onnx"
+    with pytest.raises(RuntimeError, match="runs in onnx without its torch weights"):
         tagger.save(tmp_path / "copy")
+    tagger.config = dataclasses.replace(tagger.config, epochs=1)
+    tagger.fit(OVERFIT[:2])  # a fresh torch network: training runs in torch, and so does predict after it
+    assert tagger.backend == "torch" and tagger.save(tmp_path / "copy").is_dir()
 
 
 def test_cli_exports_to_a_chosen_folder(exported_run, tmp_path, capsys):
     main(["export-onnx", str(exported_run), "--out", str(tmp_path / "elsewhere")])
-    assert (tmp_path / "elsewhere" / "model.onnx").is_file() and "wrote" in capsys.readouterr().out
+    path = tmp_path / "elsewhere" / "model.onnx"
+    assert capsys.readouterr().out == f"wrote {path} (checked against torch: {path.with_name('onnx.json')})\n"
     assert load_onnx(exported_run, tmp_path / "elsewhere" / "model.onnx").predict([OVERFIT[0].text]) == [
         sorted(OVERFIT[0].spans)]
 
 
 def test_serve_runs_bert_through_onnxruntime_when_asked(exported_run):
     (onnx_model,), (default,) = load_models([exported_run], backend="onnx"), load_models([exported_run])
-    assert isinstance(onnx_model.tagger, OnnxBertTagger) and not isinstance(default.tagger, OnnxBertTagger)
+    assert (onnx_model.tagger.backend, default.tagger.backend) == ("onnx", "torch")
     with TestClient(create_app([onnx_model])) as http:
         assert http.get("/models").json()["models"][0]["backend"] == "onnx"
         spans = http.post("/predict", json={"text": OVERFIT[3].text}).json()["models"][0]["results"][0]["spans"]

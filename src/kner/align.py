@@ -130,39 +130,53 @@ class MarkupError(ValueError):
     """Markup that does not parse; the message says where."""
 
 
-def parse_markup(markup: str, labels: Sequence[str] = LABELS, escaped: bool = True) -> tuple[str, list[Span]]:
+def parse_markup(markup: str, labels: Sequence[str] = LABELS, escaped: bool = True,
+                 strict: bool = True) -> tuple[str, list[Span]]:
     """Inverse of :func:`to_markup`: the plain text and its spans.
 
     An entity is ``<surface:LABEL>`` with LABEL one of ``labels``; the label is taken after the
-    last ``:`` so surfaces may contain colons. Raises :class:`MarkupError` on unbalanced markup.
+    last ``:`` so surfaces may contain colons. Raises :class:`MarkupError` on unbalanced markup,
+    unless ``strict`` is False (for what a model wrote): then a ``<`` inside an entity restarts
+    it, and a ``>`` without ``:LABEL``, a stray ``>`` or a never-closed ``<`` stay as text.
     """
     text: list[str] = []
     spans: list[Span] = []
-    open_at = -1
-    i = 0
+    open_at, i = -1, 0
+
+    def refuse(message: str) -> None:
+        if strict:
+            raise MarkupError(message)
+
     while i < len(markup):
         ch = markup[i]
         if escaped and ch == "\\" and i + 1 < len(markup):
             text.append(markup[i + 1])
             i += 2
             continue
-        if ch == "<" and open_at < 0:
+        if ch == "<":
+            if open_at >= 0:
+                refuse(f"unexpected '<' at character {i} of {markup[:60]!r}; escape it as \\<")
+                text.insert(open_at, "<")
             open_at = len(text)
         elif ch == ">" and open_at >= 0:
             surface = "".join(text[open_at:])
             head, colon, label = surface.rpartition(":")
-            if not colon or label not in labels or not head:
-                raise MarkupError(f"entity {surface!r} at character {i} has no ':LABEL' with LABEL in {list(labels)}")
-            del text[open_at + len(head) :]
-            spans.append(Span(open_at, len(text), label))
+            if colon and label in labels and head:
+                del text[open_at + len(head) :]
+                spans.append(Span(open_at, len(text), label))
+            else:
+                refuse(f"entity {surface!r} at character {i} has no ':LABEL' with LABEL in {list(labels)}")
+                text.insert(open_at, "<")
+                text.append(">")
             open_at = -1
-        elif ch in "<>":
-            raise MarkupError(f"unexpected {ch!r} at character {i} of {markup[:60]!r}; escape it as \\{ch}")
         else:
+            if ch == ">":
+                refuse(f"unexpected '>' at character {i} of {markup[:60]!r}; escape it as \\>")
             text.append(ch)
         i += 1
     if open_at >= 0:
-        raise MarkupError(f"entity opened at character {open_at} is never closed in {markup[:60]!r}")
+        refuse(f"entity opened at character {open_at} is never closed in {markup[:60]!r}")
+        text.insert(open_at, "<")
     return "".join(text), spans
 
 
@@ -172,14 +186,17 @@ def trim_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[in
     """Shrink each token's character range to exclude whitespace (SentencePiece pieces such as
     ``▁장`` may report the space before the word). Special tokens keep ``(0, 0)``; a token that
     covers only whitespace becomes empty ``(e, e)``."""
-    out = []
-    for start, end in offsets:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        out.append((start, end))
-    return out
+    return [trim(text, start, end) for start, end in offsets]
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """``text[start:end]``'s range without whitespace at either end; ``(end, end)`` when nothing
+    else is in it."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def split_pieces(text: str, cuts: Collection[int] = ()) -> list[tuple[int, int]]:

@@ -33,13 +33,15 @@ Optional hook for family-specific evaluations: a tagger may define
 It is called once after the standard measurements with the same dev slice. Return a
 JSON-serialisable dict, either flat (``{"name": value}``, rendered as a two-column table) or one
 level nested (``{"row": {"column": value}}``, rendered with one row per key), e.g. the sllm family
-comparing constrained with unconstrained decoding. It lands under ``extras`` in report.json and
+comparing constrained with unconstrained decoding; the bert family's comparison with its rival
+runtimes is benchmark code (:func:`kner.bert_speed.benchmark_extras`). It lands under ``extras`` in report.json and
 as a small table in report.md. If the hook raises, the error text is recorded under
 ``extras["error"]`` and the rest of the benchmark stands.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import multiprocessing
 import re
@@ -300,6 +302,10 @@ def _latencies(tagger: Tagger, texts: list[str], samples: int, family: str) -> l
 
 def _extras(tagger: Tagger, dev: list) -> dict | None:
     hook = getattr(tagger, "benchmark_extras", None)
+    if tagger.family == "bert":  # its rivals (the pipeline, onnxruntime) are benchmark code, not the model's
+        from .bert_speed import benchmark_extras
+
+        hook = functools.partial(benchmark_extras, tagger)
     if not callable(hook):
         return None
     try:

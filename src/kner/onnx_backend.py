@@ -1,14 +1,13 @@
-"""ONNX for the BERT family: export a run's network with ``torch.onnx`` and predict through onnxruntime.
+"""ONNX for the BERT family: export a run's network with ``torch.onnx`` and run it in onnxruntime.
 
-Only the network moves: :class:`OnnxBertTagger` is a :class:`~kner.models.bert.BertTagger` whose
-``_logits`` step runs an onnxruntime session, so windowing, batching and span decoding are the
-very same code as the torch backend and both give the same spans.
+Only the network moves: :func:`load_onnx` gives an ordinary :class:`~kner.models.bert.BertTagger`
+whose logits step is an onnxruntime session (:meth:`~kner.models.bert.BertTagger.use_network`),
+so windowing, batching and span decoding are the very same code as under torch and both give
+the same spans.
 """
 from __future__ import annotations
 
 import json
-import statistics
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 
 from .models import ModelDirError, load, read_meta
 from .models.bert import BertTagger, length_sorted_batches
-from .types import Span
 
 ONNX_SUBDIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -101,23 +99,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, opset: int =
     return path
 
 
-class OnnxBertTagger(BertTagger):
-    """A BERT tagger whose network runs in onnxruntime; everything else is :class:`BertTagger`'s."""
-
-    backend = "onnx"
-    _session = None  # set by load_onnx
-
-    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        return self._session.run(["logits"], {k: batch[k] for k in INPUTS})[0]  # (batch, seq, labels)
-
-    def fit(self, train, dev=None):
-        raise TypeError("an ONNX tagger only predicts: train a bert model, then 'kner export-onnx' it")
-
-    def _save(self, directory: Path) -> None:
-        raise TypeError("an ONNX tagger is an export of a run directory; save the torch tagger instead")
-
-
-def load_onnx(run_dir: str | Path, onnx_path: str | Path | None = None, **overrides) -> OnnxBertTagger:
+def load_onnx(run_dir: str | Path, onnx_path: str | Path | None = None, **overrides) -> BertTagger:
     """The run's tagger with its network in onnxruntime (``RUN_DIR/onnx/model.onnx`` unless given);
     ``overrides`` replace saved runtime settings, as for :func:`kner.load`."""
     run_dir = Path(run_dir)
@@ -125,38 +107,7 @@ def load_onnx(run_dir: str | Path, onnx_path: str | Path | None = None, **overri
     path = Path(onnx_path) if onnx_path is not None else run_dir / ONNX_SUBDIR / ONNX_FILE
     if not path.is_file():
         raise ModelDirError(f"{path} does not exist; write it with 'kner export-onnx {run_dir}'")
-    tagger = OnnxBertTagger.from_meta(run_dir, read_meta(run_dir), overrides)
-    # Tokenizer and label names come from the run directory; the torch weights are not needed,
-    # so they go to the meta device (shapes only), leaving memory to the onnxruntime copy.
-    tagger.model.to("meta")
-    tagger._session = session(path, tagger.config.num_threads)
+    tagger = load(run_dir, **overrides)
+    runner = session(path, tagger.config.num_threads)
+    tagger.use_network("onnx", lambda batch: runner.run(["logits"], {k: batch[k] for k in INPUTS})[0])
     return tagger
-
-
-def compare_backends(run_dir: str | Path, texts: Sequence[str], repeats: int = 5,
-                     onnx_path: str | Path | None = None) -> dict:
-    """Time ``predict(texts)`` with torch and with onnxruntime (passes alternate; medians) and
-    check that both give the same spans. Exports first when the run has no ONNX file yet."""
-    run_dir = Path(run_dir)
-    if onnx_path is None and not (run_dir / ONNX_SUBDIR / ONNX_FILE).is_file():
-        export_onnx(run_dir)
-    torch_tagger, onnx_tagger = load(run_dir), load_onnx(run_dir, onnx_path)
-    texts = list(texts)
-    for tagger in (torch_tagger, onnx_tagger):
-        tagger.predict(texts[:16])  # lazy initialisation stays out of the timings
-    seconds: dict[str, list[float]] = {"torch": [], "onnx": []}
-    spans: dict[str, list[list[Span]]] = {}
-    for _ in range(repeats):
-        for name, tagger in (("torch", torch_tagger), ("onnx", onnx_tagger)):
-            start = time.perf_counter()
-            spans[name] = tagger.predict(texts)
-            seconds[name].append(time.perf_counter() - start)
-    torch_median, onnx_median = statistics.median(seconds["torch"]), statistics.median(seconds["onnx"])
-    return {
-        "n_texts": len(texts), "repeats": repeats,
-        "torch_seconds": seconds["torch"], "onnx_seconds": seconds["onnx"],
-        "torch_median_seconds": torch_median, "onnx_median_seconds": onnx_median,
-        "onnx_speedup": torch_median / onnx_median,
-        "identical_spans": spans["torch"] == spans["onnx"],
-        "texts_with_different_spans": sum(a != b for a, b in zip(spans["torch"], spans["onnx"])),
-    }

@@ -9,7 +9,7 @@ the most context (:func:`kner.align.owner_window`).
 
 Prediction is three steps, so another runtime (ONNX) can replace the middle one:
 :meth:`WindowEncoder.encode` + :func:`length_sorted_batches` -> :meth:`BertTagger._logits`
-(numpy in, numpy out) -> :func:`decode_spans`.
+(numpy in, numpy out; :meth:`BertTagger.use_network` swaps it) -> :func:`decode_spans`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,9 +224,12 @@ class BertTagger(Tagger):
         self.model = None
         self.tokenizer = None
         self.encoder: WindowEncoder | None = None
+        self.backend = "torch"
+        self._network: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
     def _attach(self, tokenizer, model) -> None:
         self.tokenizer, self.model = tokenizer, model.to(self.device)
+        self.backend, self._network = "torch", None  # a fresh torch model runs in torch
         self.tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.encoder = WindowEncoder(tokenizer, self.config.max_length, self.config.stride, self.config.pretokenize)
         limit = model.config.max_position_embeddings
@@ -237,9 +240,19 @@ class BertTagger(Tagger):
                              f"{self.config.base_model} was trained with; lower max_length")
 
     # --- prediction: encode -> _logits -> decode -----------------------------------------
+    def use_network(self, backend: str, logits: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+        """Run the network through ``logits`` (same contract as :meth:`_logits`), e.g. an
+        onnxruntime session (:func:`kner.onnx_backend.load_onnx`), named ``backend``. Encoding,
+        batching and decoding stay this class's, so the spans are decided by the same code. The
+        torch weights move to the meta device (shapes only), leaving memory to the other copy."""
+        self.model.to("meta")
+        self.backend, self._network = backend, logits
+
     def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """(batch, seq) int64 ``input_ids``/``attention_mask`` -> (batch, seq, labels) float32
-        scores. The one step that touches the network: an ONNX runtime replaces only this."""
+        scores. The one step that touches the network: :meth:`use_network` replaces only this."""
+        if self._network is not None:
+            return self._network(batch)
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
         with torch.inference_mode(), hf_common.autocast(self.device, self.precision):
             logits = self.model(**inputs).logits  # (batch, seq, labels)
@@ -271,38 +284,6 @@ class BertTagger(Tagger):
         with hf_common.threads(self.config.num_threads):
             encoded = self.encoder.encode(texts)
             return [decode_spans(text, enc, tags) for text, enc, tags in zip(texts, encoded, self._window_tags(encoded))]
-
-    def benchmark_extras(self, dev: list[Example]) -> dict:
-        """``kner benchmark``'s side-by-side of inference runtimes on the same dev texts (those
-        that fit one window, since the pipeline truncates; at most 500): this predict, the
-        ``transformers`` token-classification pipeline, and onnxruntime on an export of this model."""
-        from ..onnx_backend import compare_backends
-        from .bert_speed import compare_with_pipeline
-
-        texts = [ex.text for ex in dev if ex.text.strip()]
-        texts = [t for t, enc in zip(texts, self.encoder.encode(texts)) if len(enc.wins) == 1][:500]
-        pipe = compare_with_pipeline(self, texts)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save(tmp)
-            onnx = compare_backends(tmp, texts)
-        n, reps = len(texts), onnx["repeats"]
-        # Each comparison times kner's torch predict alongside its rivals; a ratio is to that pairing's torch row.
-        rows = {f"kner predict, torch, {pipe['precision']} (median of {pipe['repeats']}, taking turns with the pipeline)": {
-            "texts": n, "sentences_per_s": pipe["ours_texts_per_s"], "speed_vs_kner_torch": 1.0,
-            "spans_equal_to_kner_torch": f"{n}/{n}"}}
-        for bs, per_s in pipe["pipeline_texts_per_s_by_batch_size"].items():
-            called = " (its default)" if bs == 1 else ""
-            rows[f"transformers pipeline, batch {bs}{called}, {pipe['precision']} (median of {pipe['repeats']})"] = {
-                "texts": n, "sentences_per_s": per_s, "speed_vs_kner_torch": round(1 / pipe["speedup_by_batch_size"][bs], 3),
-                "spans_equal_to_kner_torch": pipe["equal_spans_by_batch_size"][bs]}
-        rows[f"kner predict, torch, {self.precision} (median of {reps}, taking turns with onnxruntime)"] = {
-            "texts": n, "sentences_per_s": round(n / onnx["torch_median_seconds"], 1),
-            "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"}
-        rows[f"kner predict, onnxruntime (median of {reps})"] = {
-            "texts": n, "sentences_per_s": round(n / onnx["onnx_median_seconds"], 1),
-            "speed_vs_kner_torch": round(onnx["onnx_speedup"], 3),
-            "spans_equal_to_kner_torch": f"{n - onnx['texts_with_different_spans']}/{n}"}
-        return rows
 
     # --- training --------------------------------------------------------------------------
     def _features(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
@@ -367,6 +348,9 @@ class BertTagger(Tagger):
     def _save(self, directory: Path) -> None:
         if self.model is None:
             raise RuntimeError("cannot save an untrained BERT tagger")
+        if self._network is not None:
+            raise RuntimeError(f"this tagger runs in {self.backend} without its torch weights; "
+                               "save (or copy) the run directory it was loaded from")
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 

@@ -291,8 +291,7 @@ class BiLSTMCRFTagger(Tagger):
 
     def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
-        if self.config.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be cpu, cuda or auto, not {self.config.device!r}")
+        pick_device(self.config.device)  # a wrong name or a missing GPU fails here, not at predict
         if not 0 <= self.config.ema < 1:
             raise ValueError(f"ema is a decay in [0, 1) (0 = off, 0.999 typical), not {self.config.ema}")
         if not math.isfinite(self.config.recall_bias):

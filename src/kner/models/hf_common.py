@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import is_main_process, world_size  # noqa: F401  (the torch families ask here)
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -64,12 +66,3 @@ def threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (and always in a single process)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))

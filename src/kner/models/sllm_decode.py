@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..align import MarkupError, parse_markup
+from ..align import MarkupError, parse_markup, trim
 from ..types import LABELS, Span
 
 _ESCAPED = {"\\": b"\\\\", "<": b"\\<", ">": b"\\>"}
@@ -251,39 +251,6 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
 
 # --- parsing model output back to spans over the input ------------------------------------------
 
-def lenient_markup(markup: str, labels: Sequence[str] = LABELS) -> tuple[str, list[Span]]:
-    """Like :func:`kner.align.parse_markup` but never fails: a ``<`` inside an entity restarts
-    it, a ``>`` without ``:LABEL`` or a never-closed ``<`` are kept as text."""
-    text: list[str] = []
-    spans: list[Span] = []
-    open_at, i = -1, 0
-    while i < len(markup):
-        ch = markup[i]
-        if ch == "\\" and i + 1 < len(markup):
-            text.append(markup[i + 1])
-            i += 2
-            continue
-        if ch == "<":
-            if open_at >= 0:
-                text.insert(open_at, "<")
-            open_at = len(text)
-        elif ch == ">" and open_at >= 0:
-            head, colon, label = "".join(text[open_at:]).rpartition(":")
-            if colon and label in labels and head:
-                del text[open_at + len(head):]
-                spans.append(Span(open_at, len(text), label))
-            else:
-                text.insert(open_at, "<")
-                text.append(">")
-            open_at = -1
-        else:
-            text.append(ch)
-        i += 1
-    if open_at >= 0:
-        text.insert(open_at, "<")
-    return "".join(text), spans
-
-
 def align_spans(written: str, spans: Sequence[Span], text: str) -> list[Span]:
     """Move spans over ``written`` (what the model wrote) onto ``text`` (the real input): through
     the characters the two share (difflib), else to the nearest occurrence of the surface;
@@ -313,11 +280,7 @@ def align_spans(written: str, spans: Sequence[Span], text: str) -> list[Span]:
 
 def trim_span(text: str, span: Span) -> Span | None:
     """The span without surrounding whitespace (None if nothing is left)."""
-    s, e = span.start, span.end
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
+    s, e = trim(text, span.start, span.end)
     return Span(s, e, span.label) if e > s else None
 
 
@@ -330,7 +293,7 @@ def read_output(output: str, text: str, labels: Sequence[str] = LABELS) -> tuple
     except MarkupError:
         exact = False
     if not exact:
-        written, spans = lenient_markup(output, labels)
+        written, spans = parse_markup(output, labels, strict=False)
         spans = align_spans(written, spans, text)
     trimmed = (trim_span(text, s) for s in spans)
     return [s for s in trimmed if s is not None], exact

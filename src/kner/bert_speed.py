@@ -1,6 +1,8 @@
-"""Side-by-side inference speed of :class:`BertTagger` and ``transformers.pipeline``.
+"""The BERT family's rivals, side by side: ``transformers.pipeline`` and onnxruntime against
+:class:`~kner.models.bert.BertTagger`'s own predict, on the same texts (``kner benchmark``'s
+extras for bert runs). Benchmark code: the model itself knows nothing of these comparisons.
 
-``python -m kner.models.bert_speed RUN_DIR --data DIR [--limit N] [--precision bf16]`` prints one JSON object.
+``python -m kner.bert_speed RUN_DIR --data DIR [--limit N] [--precision bf16]`` prints one JSON object.
 """
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import dataclasses
 import itertools
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from ..align import is_valid_iob2, piece_words
-from ..types import Span
-from . import hf_common
-from .bert import BertTagger
+from .align import is_valid_iob2, piece_words, trim
+from .models import hf_common, load
+from .models.bert import BertTagger
+from .onnx_backend import ONNX_FILE, ONNX_SUBDIR, export_onnx, load_onnx
+from .types import Example, Span
 
 
 def pipeline_spans(entities: list[dict], text: str, pieces: Sequence[tuple[int, int]] | None = None
@@ -38,13 +43,9 @@ def pipeline_spans(entities: list[dict], text: str, pieces: Sequence[tuple[int, 
 
     spans = []
     for ent in entities:
-        start, end = ent.get("start"), ent.get("end")
-        if start is None or end is None:
+        if ent.get("start") is None or ent.get("end") is None:
             return None
-        while start < end and joined[start].isspace():  # SentencePiece offsets may include the space
-            start += 1
-        while end > start and joined[end - 1].isspace():
-            end -= 1
+        start, end = trim(joined, ent["start"], ent["end"])  # SentencePiece offsets may include the space
         if start == end:
             continue
         spans.append(Span(to_text(start), to_text(end - 1) + 1, ent["entity_group"]))
@@ -136,6 +137,64 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
         "examples_differing": [{"text": t, "ours": [s.to_dict(t) for s in a], "pipeline": [s.to_dict(t) for s in b]}
                                for t, a, b in zip(texts, ours, best_mapped) if b is not None and a != b][:5],
     }
+
+
+def compare_backends(run_dir: str | Path, texts: Sequence[str], repeats: int = 5,
+                     onnx_path: str | Path | None = None) -> dict:
+    """Time ``predict(texts)`` with torch and with onnxruntime (passes alternate; medians) and
+    check that both give the same spans. Exports first when the run has no ONNX file yet."""
+    run_dir = Path(run_dir)
+    if onnx_path is None and not (run_dir / ONNX_SUBDIR / ONNX_FILE).is_file():
+        export_onnx(run_dir)
+    torch_tagger, onnx_tagger = load(run_dir), load_onnx(run_dir, onnx_path)
+    texts = list(texts)
+    for tagger in (torch_tagger, onnx_tagger):
+        tagger.predict(texts[:16])  # lazy initialisation stays out of the timings
+    seconds: dict[str, list[float]] = {"torch": [], "onnx": []}
+    spans: dict[str, list[list[Span]]] = {}
+    for _ in range(repeats):
+        for name, tagger in (("torch", torch_tagger), ("onnx", onnx_tagger)):
+            spans[name], took = _timed(lambda: tagger.predict(texts))
+            seconds[name].append(took)
+    torch_median, onnx_median = statistics.median(seconds["torch"]), statistics.median(seconds["onnx"])
+    return {
+        "n_texts": len(texts), "repeats": repeats,
+        "torch_seconds": seconds["torch"], "onnx_seconds": seconds["onnx"],
+        "torch_median_seconds": torch_median, "onnx_median_seconds": onnx_median,
+        "onnx_speedup": torch_median / onnx_median,
+        "identical_spans": spans["torch"] == spans["onnx"],
+        "texts_with_different_spans": sum(a != b for a, b in zip(spans["torch"], spans["onnx"])),
+    }
+
+
+def benchmark_extras(tagger: BertTagger, dev: list[Example]) -> dict:
+    """``kner benchmark``'s side-by-side of inference runtimes on the same dev texts (those that
+    fit one window, since the pipeline truncates; at most 500): ``tagger.predict``, the
+    ``transformers`` token-classification pipeline, and onnxruntime on an export of ``tagger``."""
+    texts = [ex.text for ex in dev if ex.text.strip()]
+    texts = [t for t, enc in zip(texts, tagger.encoder.encode(texts)) if len(enc.wins) == 1][:500]
+    pipe = compare_with_pipeline(tagger, texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        tagger.save(tmp)
+        onnx = compare_backends(tmp, texts)
+    n, reps = len(texts), onnx["repeats"]
+    # Each comparison times kner's torch predict alongside its rivals; a ratio is to that pairing's torch row.
+    rows = {f"kner predict, torch, {pipe['precision']} (median of {pipe['repeats']}, taking turns with the pipeline)": {
+        "texts": n, "sentences_per_s": pipe["ours_texts_per_s"], "speed_vs_kner_torch": 1.0,
+        "spans_equal_to_kner_torch": f"{n}/{n}"}}
+    for bs, per_s in pipe["pipeline_texts_per_s_by_batch_size"].items():
+        called = " (its default)" if bs == 1 else ""
+        rows[f"transformers pipeline, batch {bs}{called}, {pipe['precision']} (median of {pipe['repeats']})"] = {
+            "texts": n, "sentences_per_s": per_s, "speed_vs_kner_torch": round(1 / pipe["speedup_by_batch_size"][bs], 3),
+            "spans_equal_to_kner_torch": pipe["equal_spans_by_batch_size"][bs]}
+    rows[f"kner predict, torch, {tagger.precision} (median of {reps}, taking turns with onnxruntime)"] = {
+        "texts": n, "sentences_per_s": round(n / onnx["torch_median_seconds"], 1),
+        "speed_vs_kner_torch": 1.0, "spans_equal_to_kner_torch": f"{n}/{n}"}
+    rows[f"kner predict, onnxruntime (median of {reps})"] = {
+        "texts": n, "sentences_per_s": round(n / onnx["onnx_median_seconds"], 1),
+        "speed_vs_kner_torch": round(onnx["onnx_speedup"], 3),
+        "spans_equal_to_kner_torch": f"{n - onnx['texts_with_different_spans']}/{n}"}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

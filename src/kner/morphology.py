@@ -9,7 +9,12 @@ from functools import cache
 @cache
 def kiwi():
     """The shared ``kiwipiepy.Kiwi``; its ``tokenize(list)`` analyses on all cores."""
-    from kiwipiepy import Kiwi
+    try:
+        from kiwipiepy import Kiwi
+    except ImportError as exc:  # e.g. a GPU machine without it: name the settings that do without Kiwi
+        raise ImportError("Kiwi's morphological analysis needs kiwipiepy (pip install kiwipiepy), or turn the Kiwi "
+                          "features off: bilstm-crf --kiwi-dim 0 --kiwi-vectors 0, crf --no-kiwi, "
+                          "bert --pretokenize none") from exc
 
     return Kiwi(num_workers=-1)
 
@@ -56,10 +61,13 @@ def kiwi_size() -> int:
     return hi
 
 
-def kiwi_model_version() -> str:
-    """Version of Kiwi's model package: morpheme ids are only meaningful within one."""
-    from kiwipiepy_model import __version__
-
+def kiwi_model_version() -> str | None:
+    """Version of Kiwi's model package: morpheme ids are only meaningful within one. None without
+    it, so that a machine without Kiwi still loads models that do not read its morphemes."""
+    try:
+        from kiwipiepy_model import __version__
+    except ImportError:
+        return None
     return __version__
 
 

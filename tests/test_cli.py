@@ -1,5 +1,6 @@
 """The kner command end to end on a small CRF, and its answers to bad input."""
 import json
+import re
 
 import pytest
 
@@ -33,10 +34,14 @@ def test_evaluate_json_has_the_documented_fields(run_dir, klue_dir, capsys):
     assert result["f1"] == pytest.approx(meta["metrics"]["f1"])
 
 
-def test_evaluate_table_is_readable(run_dir, klue_dir, capsys):
+def test_evaluate_table_shows_the_same_figures_as_json(run_dir, klue_dir, capsys):
+    main(["evaluate", str(run_dir), "--data", str(klue_dir), "--limit", "20", "--json"])
+    want = json.loads(capsys.readouterr().out)
     main(["evaluate", str(run_dir), "--data", str(klue_dir), "--limit", "20"])
-    out = capsys.readouterr().out
-    assert "micro" in out and "KLUE entity macro F1" in out and "PS" in out
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert [float(x) for x in rows["micro"][:3]] == [round(want[k], 4) for k in ("precision", "recall", "f1")]
+    for label in kner.LABELS:
+        assert float(rows[label][2]) == round(want["per_type"][label]["f1"], 4)
 
 
 def test_predict_prints_markup_and_json(run_dir, capsys):
@@ -108,6 +113,33 @@ def test_unknown_family_and_bad_override_are_refused(tmp_path):
         main(["benchmark", "--models", "crf", "--out", str(tmp_path), "--set", "crf.nope=1"])
 
 
+def test_a_family_without_its_extra_fails_with_one_line_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    blocked = "import sys; sys.modules['transformers'] = None; from kner.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", blocked, "train", "bert", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr == "kner train: bert needs the deep extra: pip install 'kner[deep]'\n"
+
+
+def test_percent_signs_in_config_docstrings_reach_the_help_text():
+    import argparse
+    from dataclasses import dataclass
+
+    from kner.cli import add_config_flags
+
+    @dataclass
+    class Config:
+        dim: int = 16
+        """Size; about 30% slower at 32."""
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Config)
+    assert "about 30% slower at 32. (default: 16)" in " ".join(parser.format_help().split())
+
+
 def test_training_log_shows_each_epoch_on_stderr(tmp_path, klue_dir):
     import subprocess
     import sys
@@ -118,4 +150,5 @@ def test_training_log_shows_each_epoch_on_stderr(tmp_path, klue_dir):
          "--bigram-dim", "8", "--kiwi-dim", "0", "--kiwi-vectors", "0", "--no-pretrained-init", "--device", "cpu"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "bilstm-crf epoch 1: loss" in proc.stderr and "bilstm-crf epoch 2: loss" in proc.stderr
+    epochs = re.findall(r"bilstm-crf epoch (\d+): loss ([0-9.]+)", proc.stderr)
+    assert [n for n, _ in epochs] == ["1", "2"] and all(float(loss) > 0 for _, loss in epochs)

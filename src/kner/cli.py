@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -13,8 +14,9 @@ import textwrap
 from pathlib import Path
 
 from . import data as kdata
-from . import models
-from .align import to_markup
+from . import models, stream
+from . import recipe as krecipe
+from .extras import MissingExtraError, needs_extra
 from .scoring import Scores, score
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -40,7 +42,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     for f in dataclasses.fields(config_cls):
         type_name = str(f.type).replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})".strip()
+        # argparse reads % in help as a format directive ("30% slower" would break -h).
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".strip().replace("%", "%%")
         if type_name == "bool":
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -51,7 +54,18 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help=f"KLUE NER release folder (else ${kdata.ENV_VAR}, else the Hugging Face hub)")
 
 
-def build_parser(with_families: bool) -> argparse.ArgumentParser:
+def _selection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", metavar="NAME", help=f"named settings ({', '.join(krecipe.names())}) or a .toml "
+                        "file; flags given here override it")
+    parser.add_argument("--valid-fraction", type=float, default=kdata.VALID_FRACTION,
+                        help="share of train held out as the validation split that chooses the epoch and tuned settings")
+    parser.add_argument("--select-on", choices=kdata.SELECT_ON, default="validation",
+                        help="dev chooses on the sentences the model is reported on: optimistic, and labelled so")
+
+
+def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``family_flags`` names the one family whose config flags ``train`` needs
+    (importing a family imports torch or transformers, so only the chosen one is imported)."""
     parser = argparse.ArgumentParser(prog="kner", description="Korean NER on KLUE: train, evaluate, compare, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -63,7 +77,8 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="run directory to write")
         p.add_argument("--train-limit", type=int, help="use only the first N training sentences")
         p.add_argument("--dev-limit", type=int, help="use only the first N dev sentences")
-        if with_families:
+        _selection_flags(p)
+        if name == family_flags:
             add_config_flags(p, models.get(name).Config)
 
     ev = sub.add_parser("evaluate", help="score a run directory on the dev split")
@@ -75,11 +90,13 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="tag texts with a trained model")
     pr.add_argument("run_dir")
     pr.add_argument("texts", nargs="*", help="texts to tag")
-    pr.add_argument("--input", help="a UTF-8 file with one text per line")
-    pr.add_argument("--output", help="write JSON lines here instead of printing")
-    pr.add_argument("--format", choices=["markup", "json"], default="markup",
-                    help="markup: <이순신:PS> inline (\\< \\> escape literal brackets); json: spans")
-    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--input", help="a UTF-8 file with one text per line (- reads standard input); "
+                                    "read, tagged and written a batch at a time")
+    pr.add_argument("--output", help="write the results here instead of printing them")
+    pr.add_argument("--format", choices=["markup", "json"],
+                    help="markup: <이순신:PS> inline (\\< \\> escape literal brackets); json: one JSON object "
+                         "per line with the spans (default: json with --output, else markup)")
+    pr.add_argument("--batch-size", type=int, default=256, help="texts tagged and written together")
     for p in (ev, pr):
         _runtime_flags(p)
 
@@ -93,16 +110,30 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
                        help="override a hyperparameter, e.g. --set crf.c1=0.1 (repeatable)")
     bench.add_argument("--retrain", action="store_true", help="train again even if OUT/models/FAMILY exists")
     bench.add_argument("--repeats", type=int, default=3, help="timed passes over dev; the median is reported")
+    bench.add_argument("--seeds", type=_seeds, default=1, metavar="N|FAMILY=N,...",
+                       help="train each seeded family N times (seed, seed+1, ...), or name a count per family "
+                            "(the others once): mean, sd and best are reported")
+    bench.add_argument("--resume", action="store_true", help="keep the models and seeds OUT/parts/ already holds "
+                       "from an unfinished run with the same settings; run only the rest")
+    bench.add_argument("--monitor-dev", action="store_true", help="also score dev after each epoch, for the record "
+                       "only, to measure how much choosing the epoch on dev would overstate F1")
+    _selection_flags(bench)
+
+    res = sub.add_parser("results", help="print the README's results table from a benchmark's report.json")
+    res.add_argument("report", help="report.json written by kner benchmark")
+    res.add_argument("--readme", help="write the table into this file between its results markers instead")
 
     # --- serving and publishing (kner.serve, kner.hub, kner.onnx_backend) ---
     srv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /models) and a web page at / for run directories")
     srv.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="models to load; each is named after its folder")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-chars", type=int, default=5000, help="longest text accepted (longer: HTTP 413)")
-    srv.add_argument("--max-batch", type=int, default=64, help="most texts in one request (more: HTTP 413)")
-    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                     help="runtime for bert runs: onnx = onnxruntime on the 'kner export-onnx' output")
+    srv.add_argument("--max-chars", type=int,
+                     help="longest text accepted, in characters (longer: HTTP 413; GET /models shows the limit)")
+    srv.add_argument("--max-batch", type=int,
+                     help="most texts in one request (more: HTTP 413; GET /models shows the limit)")
+    srv.add_argument("--backend", default="torch",
+                     help="runtime for bert runs: torch, or onnx = onnxruntime on the 'kner export-onnx' output")
     _runtime_flags(srv)
 
     push = sub.add_parser("push", help="publish a run directory to the Hugging Face Hub with a generated model card")
@@ -115,7 +146,7 @@ def build_parser(with_families: bool) -> argparse.ArgumentParser:
     onnx = sub.add_parser("export-onnx", help="export a bert run's network to ONNX for onnxruntime inference")
     onnx.add_argument("run_dir")
     onnx.add_argument("--out", help="folder for model.onnx (default: RUN_DIR/onnx, where kner serve --backend onnx looks)")
-    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    onnx.add_argument("--opset", type=int, help="ONNX opset version (default: kner.onnx_backend.OPSET)")
     return parser
 
 
@@ -126,17 +157,24 @@ def _is_main_process() -> bool:
 def cmd_train(args: argparse.Namespace) -> None:
     cls = models.get(args.family)
     names = {f.name for f in dataclasses.fields(cls.Config)}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    recipe = krecipe.load(args.recipe) if args.recipe else None
+    overrides, run = krecipe.resolve(recipe, args.family, cls.Config, {k: v for k, v in vars(args).items() if k in names})
     if "checkpoint_dir" in names and "checkpoint_dir" not in overrides:
         overrides["checkpoint_dir"] = str(Path(args.out) / "checkpoints")
-    train = kdata.load_split("train", args.data, args.train_limit)
-    dev = kdata.load_split("dev", args.data, args.dev_limit)
-    tagger = cls(**overrides).fit(train, dev)
+    splits = kdata.prepare_splits(args.data, args.train_limit or run.get("train_limit"),
+                                  args.dev_limit or run.get("dev_limit"), args.select_on, args.valid_fraction,
+                                  hold_out=cls.selects)
+    tagger = cls(**overrides)
+    tagger.provenance = {"selection": splits.selection, "recipe": recipe and recipe["name"]}
+    tagger.fit(splits.train, splits.valid)
     if not _is_main_process():
         return
+    dev = splits.dev
     scores = score(dev, tagger.predict([ex.text for ex in dev]))
-    tagger.save(args.out, metrics={**_metrics(scores), "n_train": len(train), "n_dev": len(dev)})
-    print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f} ({len(dev)} sentences)")
+    tagger.save(args.out, metrics={**_metrics(scores), "n_train": len(splits.train), "n_valid": len(splits.valid),
+                                   "n_dev": len(dev)})
+    print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f} ({len(dev)} sentences; "
+          f"{splits.selection['note']})")
 
 
 def _metrics(s: Scores) -> dict:
@@ -148,14 +186,19 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     """Settings that change how a saved model runs, not what it learned (``kner.load`` overrides)."""
     parser.add_argument("--precision", metavar="{auto,fp32,bf16,fp16}",
                         help="run torch models in this precision instead of the saved one (bf16 pays on CPUs with bf16 instructions)")
-    parser.add_argument("--pretokenize", choices=["auto", "none", "morphemes"],
+    parser.add_argument("--pretokenize", metavar="{auto,none,morphemes}",
                         help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
     parser.add_argument("--recall-bias", type=float, metavar="B",
                         help="bilstm-crf models: lower the O tag's scores by B before decoding (> 0 trades precision for recall)")
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` given on the command line; the rest keep the library's defaults."""
+    return {k: v for k in names if (v := getattr(args, k, None)) is not None}
+
+
 def _runtime(args: argparse.Namespace) -> dict:
-    return {k: v for k in ("precision", "pretokenize", "recall_bias") if (v := getattr(args, k, None)) is not None}
+    return _given(args, "precision", "pretokenize", "recall_bias")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -174,26 +217,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    texts = list(args.texts)
-    if args.input:
-        texts += Path(args.input).read_text(encoding="utf-8").splitlines()
-    if not texts:
-        raise SystemExit("kner predict: give texts as arguments or --input FILE (one text per line)")
+    if not args.texts and not args.input:
+        raise SystemExit("kner predict: give texts as arguments or --input FILE (one text per line; - for stdin)")
     tagger = models.load(args.run_dir, **_runtime(args))
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    as_json = args.format == "json" or args.output
-    try:
-        for i in range(0, len(texts), args.batch_size):
-            batch = texts[i : i + args.batch_size]
-            for text, spans in zip(batch, tagger.predict(batch)):
-                if as_json:
-                    row = {"text": text, "entities": [s.to_dict(text) for s in spans]}
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                else:
-                    out.write(to_markup(text, spans) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    as_json = (args.format or ("json" if args.output else "markup")) == "json"
+    with open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout) as out:
+        stream.predict_texts(tagger.predict, args.texts, args.input, out, args.batch_size, as_json)
 
 
 def _parse_sets(items: list[str]) -> dict[str, dict[str, object]]:
@@ -223,16 +252,18 @@ def _coerce(value: str, type_name: str) -> object:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from .serve import serve
+    with needs_extra("kner serve"):
+        from .serve import serve
 
-    serve(args.run_dirs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch,
-          backend=args.backend, runtime=_runtime(args))
+        serve(args.run_dirs, host=args.host, port=args.port, backend=args.backend, runtime=_runtime(args),
+              **_given(args, "max_chars", "max_batch"))
 
 
 def cmd_push(args: argparse.Namespace) -> None:
-    from .hub import push
+    with needs_extra("kner push"):
+        from .hub import push
 
-    plan = push(args.run_dir, args.repo, private=args.private, token=args.token, dry_run=args.dry_run)
+        plan = push(args.run_dir, args.repo, private=args.private, token=args.token, dry_run=args.dry_run)
     if args.dry_run:
         print(plan.card)
         print(f"would upload to {plan.repo_id}: README.md (the card above), {', '.join(plan.files)}")
@@ -241,10 +272,21 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from .onnx_backend import export_onnx
+    with needs_extra("kner export-onnx"):
+        from .onnx_backend import export_onnx
 
-    path = export_onnx(args.run_dir, args.out, opset=args.opset)
+        path = export_onnx(args.run_dir, args.out, **_given(args, "opset"))
     print(f"wrote {path} (checked against torch: {path.with_name('onnx.json')})")
+
+
+def _seeds(spec: str) -> int | dict[str, int]:
+    """``--seeds``: ``3``, or ``bilstm-crf=3,bert=1``."""
+    try:
+        if "=" not in spec:
+            return int(spec)
+        return {family.strip(): int(n) for family, _, n in (item.partition("=") for item in spec.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not N or FAMILY=N,... (e.g. 3 or bilstm-crf=3,bert=1)") from None
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -256,20 +298,51 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
     try:
         run_benchmark(families, args.data, args.out, train_limit=args.train_limit, dev_limit=args.dev_limit,
-                      overrides=overrides, reuse=not args.retrain, repeats=args.repeats)
+                      overrides=overrides, reuse=not args.retrain, repeats=args.repeats,
+                      recipe=krecipe.load(args.recipe) if args.recipe else None, seeds=args.seeds,
+                      resume=args.resume, select_on=args.select_on, valid_fraction=args.valid_fraction,
+                      monitor_dev=args.monitor_dev)
     except BenchmarkError as exc:
         raise SystemExit(f"kner benchmark: {exc} (see {Path(args.out) / 'report.md'})") from exc
     print(f"wrote {Path(args.out) / 'report.md'}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "benchmark": cmd_benchmark,
+def cmd_results(args: argparse.Namespace) -> None:
+    from . import report
+
+    try:
+        table = report.results_table(json.loads(Path(args.report).read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, StopIteration) as exc:
+        raise SystemExit(f"kner results: {args.report} is not a kner benchmark report.json ({exc!r})") from exc
+    if not args.readme:
+        print(table)
+        return
+    readme = Path(args.readme)
+    readme.write_text(report.replace_results(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
+    print(f"wrote the results table into {readme}")
+
+
+COMMANDS = {"results": cmd_results, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "benchmark": cmd_benchmark,
             "serve": cmd_serve, "push": cmd_push, "export-onnx": cmd_export_onnx}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else "kner"
+    try:
+        _run(argv)
+    except MissingExtraError as exc:
+        raise SystemExit(f"kner {command}: {exc}") from exc
+    except BrokenPipeError:
+        # The reader went away (`kner predict ... | head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+
+
+def _run(argv: list[str]) -> None:
     # Family modules (torch, transformers) are imported only when their flags are needed.
-    parser = build_parser(with_families=bool(argv) and argv[0] == "train")
+    parser = build_parser(argv[1] if len(argv) > 1 and argv[0] == "train" and argv[1] in models.names() else None)
     args, rest = parser.parse_known_args(argv)
     # argparse stops filling ``texts`` at the first option; texts after options arrive here.
     if args.command == "predict" and not any(r.startswith("--") for r in rest):
@@ -285,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
         logger.setLevel(logging.INFO)
     try:
         COMMANDS[args.command](args)
-    except (kdata.DataError, models.ModelDirError, KeyError, ValueError) as exc:
+    except BrokenPipeError:
+        raise
+    except (kdata.DataError, models.ModelDirError, KeyError, ValueError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise SystemExit(f"kner {args.command}: {message}") from exc

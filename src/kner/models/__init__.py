@@ -1,12 +1,14 @@
 """The registry of model families: name -> :class:`~kner.models.base.Tagger` subclass.
 
-Families are imported on first use, so the CRF works without torch installed.
+Families are imported on first use, so the CRF works without torch installed; a family whose
+optional packages are missing fails with :class:`~kner.extras.MissingExtraError` naming the extra.
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
+from ..extras import MissingExtraError, needs_extra
 from .base import EpochRecord, ModelDirError, Tagger, read_meta
 
 _FAMILIES = {
@@ -22,11 +24,13 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type[Tagger]:
-    """The tagger class registered as ``name``."""
+    """The tagger class registered as ``name``; :class:`MissingExtraError` when it needs an extra
+    that is not installed."""
     if name not in _FAMILIES:
         raise KeyError(f"unknown model family {name!r}; choose one of {', '.join(_FAMILIES)}")
     module, _, cls = _FAMILIES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    with needs_extra(name):
+        return getattr(importlib.import_module(module), cls)
 
 
 def load(directory: str | Path, **overrides) -> Tagger:
@@ -39,4 +43,4 @@ def load(directory: str | Path, **overrides) -> Tagger:
     return get(family).from_meta(Path(directory), meta, overrides)
 
 
-__all__ = ["EpochRecord", "ModelDirError", "Tagger", "get", "load", "names", "read_meta"]
+__all__ = ["EpochRecord", "MissingExtraError", "ModelDirError", "Tagger", "get", "load", "names", "read_meta"]

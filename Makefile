@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine: `make benchmark` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= ../shared/data/klue-ner-v1.1
+# KLUE NER: `make benchmark DATA=DIR`, else $KNER_DATA, else the Hugging Face hub copy (kner decides).
+DATA ?=
 MODELS ?= crf
 OUT ?= bench
 
@@ -25,4 +26,4 @@ test: setup browser
 	$(PY) -m pytest -q
 
 benchmark: setup
-	$(VENV)/bin/kner benchmark --models $(MODELS) --data $(DATA) --out $(OUT)
+	$(VENV)/bin/kner benchmark --models $(MODELS) $(if $(DATA),--data $(DATA)) --out $(OUT)

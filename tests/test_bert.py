@@ -219,10 +219,10 @@ def test_saved_folder_is_a_plain_hugging_face_model(trained, tmp_path):
 
 def test_xlmr_style_model_learns_exact_spans_and_keeps_its_best_epoch(request, tmp_path):
     tagger = builder.make(tmp_path, request, "sentencepiece", epochs=30)
-    tagger.fit(OVERFIT, dev=OVERFIT)
-    assert len(tagger.history) == 30 and all(r.dev_f1 is not None and r.train_loss > 0 for r in tagger.history)
+    tagger.fit(OVERFIT, valid=OVERFIT)
+    assert len(tagger.history) == 30 and all(r.valid_f1 is not None and r.train_loss > 0 for r in tagger.history)
     final = score(OVERFIT, tagger.predict([ex.text for ex in OVERFIT])).f1
-    assert final == max(r.dev_f1 for r in tagger.history) == 1.0
+    assert final == max(r.valid_f1 for r in tagger.history) == 1.0
 
 
 def test_a_pretokenizing_model_learns_exact_spans_reloads_and_matches_the_pipeline_given_the_same_pieces(

@@ -187,9 +187,9 @@ def test_a_loaded_model_runs_on_the_machines_threads_not_the_training_runs(tmp_p
 def _interrupt_after(monkeypatch, epoch):
     original = BiLSTMCRFTagger._checkpoint
 
-    def checkpoint_then_die(self, path, state, *args):
-        original(self, path, state, *args)
-        if state["epoch"] == epoch:
+    def checkpoint_then_die(self, path, at_epoch, *args):
+        original(self, path, at_epoch, *args)
+        if at_epoch == epoch:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(BiLSTMCRFTagger, "_checkpoint", checkpoint_then_die)
@@ -208,7 +208,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_exampl
     resumed = BiLSTMCRFTagger(**cfg, checkpoint_dir=str(tmp_path / "b"), resume=True)
     resumed.fit(train, dev)
 
-    assert [r.dev_f1 for r in resumed.history] == [r.dev_f1 for r in straight.history]
+    assert [r.valid_f1 for r in resumed.history] == [r.valid_f1 for r in straight.history]
     assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
     for (name, a), (_, b) in zip(straight.net.state_dict().items(), resumed.net.state_dict().items()):
         assert torch.equal(a, b), name
@@ -253,9 +253,9 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed_when_it_is_at
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**{**TINY, "kiwi_vectors": 8, "kiwi_vocab": 200}, jamo_dim=4, kiwi_dim=4,
                              pretrained_init=True, layers=2, max_epochs=2)
-    tagger.fit(overfit_examples, dev=overfit_examples)
+    tagger.fit(overfit_examples, valid=overfit_examples)
     assert [r.epoch for r in tagger.history] == [1, 2]
-    assert all(0.0 <= r.dev_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
+    assert all(0.0 <= r.valid_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
     loaded = kner.load(tagger.save(tmp_path / "model"))
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 

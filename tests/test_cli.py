@@ -146,7 +146,7 @@ def test_training_log_shows_each_epoch_on_stderr(tmp_path, klue_dir):
 
     proc = subprocess.run(
         [sys.executable, "-c", "from kner.cli import main; main()", "train", "bilstm-crf", "--data", str(klue_dir), "--out", str(tmp_path / "run"),
-         "--train-limit", "40", "--dev-limit", "10", "--max-epochs", "2", "--hidden", "16", "--char-dim", "16",
+         "--train-limit", "40", "--valid-fraction", "0.25", "--dev-limit", "10", "--max-epochs", "2", "--hidden", "16", "--char-dim", "16",
          "--bigram-dim", "8", "--kiwi-dim", "0", "--kiwi-vectors", "0", "--no-pretrained-init", "--device", "cpu"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -23,7 +23,7 @@ def test_family_overfits_exact_spans_and_survives_save_load(family, tmp_path, re
     texts = [ex.text for ex in overfit_examples]
     snapshot = list(texts)
 
-    tagger.fit(overfit_examples, dev=overfit_examples)
+    tagger.fit(overfit_examples, valid=overfit_examples)
     predicted = tagger.predict(texts)
 
     assert texts == snapshot, "predict must not mutate its input"

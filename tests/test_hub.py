@@ -167,3 +167,13 @@ def test_the_card_of_a_morpheme_reading_bert_run_warns_that_the_plain_pipeline_r
 
     run = bert_builder.make(tmp_path, request, "sentencepiece", epochs=1).fit(OVERFIT[:2]).save(tmp_path / "bert")
     assert "reads morphemes" in model_card(run, "me/kner-bert")
+
+
+def test_card_says_what_chose_the_epoch_and_which_recipe(bert_like_run):
+    meta = json.loads((bert_like_run / "kner.json").read_text(encoding="utf-8"))
+    meta["provenance"] = {"recipe": "klue-cpu", "selection": {
+        "on": "validation", "note": "selected on 1,050 validation sentences held out of train; dev not used for selection"}}
+    (bert_like_run / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    text = ModelCard(model_card(bert_like_run, "me/kner-bert")).text
+    assert "scored on its dev split; selected on 1,050 validation sentences held out of train; dev not used" in text
+    assert "kner's `klue-cpu` recipe" in text and "| epoch | seconds | train loss | validation F1 |" in text

@@ -140,9 +140,9 @@ def test_prompt_uses_the_chat_template(trained):
 def test_lora_adapter_saves_and_loads_to_the_same_output(tmp_path, request):
     tagger = builder.make(tmp_path, request, lora=True, lora_rank=4, lora_alpha=8, lora_dropout=0.0, epochs=2,
                           lr=1e-2, eval_limit=2)
-    tagger.fit(OVERFIT[:2], dev=OVERFIT[:3])
-    assert [r.epoch for r in tagger.history] == [1, 2] and tagger.history[0].dev_f1 is not None
-    assert tagger.history[0].dev_sentences == 2  # eval_limit caps the per-epoch dev slice
+    tagger.fit(OVERFIT[:2], valid=OVERFIT[:3])
+    assert [r.epoch for r in tagger.history] == [1, 2] and tagger.history[0].valid_f1 is not None
+    assert tagger.history[0].valid_sentences == 2  # eval_limit caps the per-epoch held-out slice
     tagger.save(tmp_path / "run")
     assert (tmp_path / "run/adapter_config.json").is_file() and (tmp_path / "run/prompt.json").is_file()
     assert not (tmp_path / "run/model.safetensors").exists()

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from . import data as kdata
 from . import models
+from . import recipe as krecipe
 from .machine import machine_line
 from .models.base import META_FILE, Tagger, write_meta
 from .scoring import score
@@ -72,43 +73,99 @@ class BenchmarkError(RuntimeError):
 
 def run_benchmark(families: list[str], data: str | None, out: str | Path, *, train_limit: int | None = None,
                   dev_limit: int | None = None, overrides: dict[str, dict[str, object]] | None = None,
-                  reuse: bool = True, repeats: int = 3, latency_samples: int = 200) -> dict:
+                  reuse: bool = True, repeats: int = 3, latency_samples: int = 200, recipe: dict | None = None,
+                  seeds: int | dict[str, int] = 1, resume: bool = False, select_on: str = "validation",
+                  valid_fraction: float = kdata.VALID_FRACTION, monitor_dev: bool = False) -> dict:
     """Benchmark ``families`` and write ``OUT/report.md``, ``OUT/report.json`` and PNG plots.
 
+    Each family's settings are its defaults under the ``recipe`` under ``overrides``; a family
+    with a ``seed`` setting is trained ``seeds`` times (seed, seed+1, ...; a dict gives a number per
+    family, 1 for the others). Every finished run is
+    kept in ``OUT/parts/``, so ``resume`` completes an interrupted benchmark with the rest.
     Returns the report as a dict (the content of report.json). Raises :class:`BenchmarkError`
-    after writing the report if any family failed.
+    after writing the report if any run failed.
     """
     overrides = overrides or {}
-    _check_arguments(families, overrides, repeats, latency_samples)
+    _check_arguments(families, overrides, repeats, latency_samples, seeds)
     kdata.load_split("dev", data, limit=1)  # a wrong --data fails here, before any child starts
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "parts").mkdir(exist_ok=True)
     settings = {"data": str(kdata.resolve_data_dir(data) or "Hugging Face hub: klue/ner"),
                 "train_limit": train_limit, "dev_limit": dev_limit, "repeats": repeats,
-                "latency_samples": latency_samples, "reuse": reuse}
+                "latency_samples": latency_samples, "reuse": reuse, "recipe": recipe and recipe["name"],
+                "seeds": seeds, "select_on": select_on, "valid_fraction": valid_fraction, "monitor_dev": monitor_dev}
+    jobs = [job for family in families
+            for job in _jobs(family, recipe, overrides.get(family, {}),
+                             seeds if isinstance(seeds, int) else seeds.get(family, 1),
+                             {**settings, "data": data, "out": str(out)})]
     results = []
-    for i, family in enumerate(families, 1):
-        print(f"[benchmark {i}/{len(families)}] {family}", file=sys.stderr, flush=True)
-        job = {**settings, "data": data, "family": family, "out": str(out), "overrides": overrides.get(family, {})}
-        results.append(_run_in_child(job))
+    for i, job in enumerate(jobs, 1):
+        part = out / "parts" / f"{job['name']}.json"
+        if resume and part.is_file():
+            results.append(_resumed(part, job))
+            print(f"[benchmark {i}/{len(jobs)}] {job['name']}: kept from {part}", file=sys.stderr, flush=True)
+            continue
+        print(f"[benchmark {i}/{len(jobs)}] {job['name']}", file=sys.stderr, flush=True)
+        result = _run_in_child(job)
+        if "error" not in result:
+            result |= {"job": _job_key(job), "machine_line": machine_line(),
+                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            part.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+        results.append(result)
     from . import report  # matplotlib and torch (for the machine) load only now, after the children ran
     from .machine import describe_machine
 
     result = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": describe_machine(),
-              "settings": settings, "models": results}
+              "settings": settings, "models": results, "families": report.aggregate_seeds(results)}
     report.write_report(result, out)
-    failed = [r["family"] for r in results if "error" in r]
+    failed = [r["name"] for r in results if "error" in r]
     if failed:
         raise BenchmarkError(f"{', '.join(failed)} failed (see {out / 'report.md'} and the log above); "
                              "the report covers the others")
     return result
 
 
-def _check_arguments(families: list[str], overrides: dict, repeats: int, latency_samples: int) -> None:
+def _jobs(family: str, recipe: dict | None, given: dict, seeds: int, settings: dict) -> list[dict]:
+    """One job per seed of ``family``: its resolved settings, the model folder and the data caps."""
+    cls = models.get(family)
+    config, run = krecipe.resolve(recipe, family, cls.Config, given)
+    base_seed = config.get("seed", getattr(cls.Config(), "seed", None))
+    runs = [None] if base_seed is None else [base_seed + k for k in range(seeds)]
+    jobs = []
+    for k, seed in enumerate(runs):
+        name = family if k == 0 else f"{family}-seed{seed}"
+        jobs.append({**settings, "family": family, "name": name, "seed": seed,
+                     "overrides": config | ({} if seed is None else {"seed": seed}),
+                     "train_limit": settings["train_limit"] or run.get("train_limit"),
+                     "dev_limit": settings["dev_limit"] or run.get("dev_limit")})
+    return jobs
+
+
+def _job_key(job: dict) -> dict:
+    """What must match for a finished run to count towards a resumed benchmark."""
+    return {k: job[k] for k in ("family", "name", "seed", "overrides", "train_limit", "dev_limit", "select_on",
+                                "valid_fraction", "data")}
+
+
+def _resumed(part: Path, job: dict) -> dict:
+    result = json.loads(part.read_text(encoding="utf-8"))
+    if result.get("job") != json.loads(json.dumps(_job_key(job))):
+        raise ValueError(f"{part} was run with other settings ({result.get('job')}); run without --resume, "
+                         "or with the settings it was run with")
+    return result | {"resumed": True}
+
+
+def _check_arguments(families: list[str], overrides: dict, repeats: int, latency_samples: int,
+                     seeds: int | dict[str, int]) -> None:
     if not families:
         raise ValueError(f"name at least one model family to benchmark ({', '.join(models.names())})")
-    if repeats < 1 or latency_samples < 1:
-        raise ValueError(f"repeats and latency_samples must be at least 1, got {repeats} and {latency_samples}")
+    counts = [seeds] if isinstance(seeds, int) else list(seeds.values())
+    if repeats < 1 or latency_samples < 1 or min(counts, default=1) < 1:
+        raise ValueError(f"repeats, latency_samples and seeds must be at least 1, got {repeats}, {latency_samples} "
+                         f"and {seeds}")
+    if isinstance(seeds, dict) and set(seeds) - set(families):
+        raise ValueError(f"--seeds names {', '.join(sorted(set(seeds) - set(families)))}, which is not benchmarked")
     for family in families:
         known = {f.name for f in dataclasses.fields(models.get(family).Config)}
         unknown = set(overrides.get(family, {})) - known
@@ -119,17 +176,17 @@ def _check_arguments(families: list[str], overrides: dict, repeats: int, latency
 
 def _run_in_child(job: dict) -> dict:
     """Run :func:`measure_family` in a fresh interpreter; its answer comes back through a file."""
-    answer = Path(job["out"]) / f".{job['family']}.result.json"
+    answer = Path(job["out"]) / f".{job['name']}.result.json"
     answer.unlink(missing_ok=True)
     child = multiprocessing.get_context("spawn").Process(target=_child_main, args=(job, str(answer)),
-                                                         name=f"kner-benchmark-{job['family']}")
+                                                         name=f"kner-benchmark-{job['name']}")
     child.start()
     child.join()
     if child.exitcode is not None and child.exitcode < 0:
-        return {"family": job["family"], "error": f"the benchmark process was killed by signal {-child.exitcode}"
+        return {"family": job["family"], "name": job["name"], "error": f"the benchmark process was killed by signal {-child.exitcode}"
                 + (" (SIGKILL: often the out-of-memory killer)" if child.exitcode == -9 else "")}
     if child.exitcode != 0 or not answer.is_file():
-        return {"family": job["family"], "error": f"the benchmark process exited with code {child.exitcode}"}
+        return {"family": job["family"], "name": job["name"], "error": f"the benchmark process exited with code {child.exitcode}"}
     result = json.loads(answer.read_text(encoding="utf-8"))
     answer.unlink()
     return result
@@ -140,7 +197,7 @@ def _child_main(job: dict, answer: str) -> None:
         result = measure_family(job)
     except Exception as exc:  # recorded in the report, and the traceback goes to the log
         traceback.print_exc()
-        result = {"family": job["family"], "error": f"{type(exc).__name__}: {exc}"}
+        result = {"family": job["family"], "name": job["name"], "error": f"{type(exc).__name__}: {exc}"}
     Path(answer).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
 
 
@@ -181,18 +238,21 @@ def measure_family(job: dict) -> dict:
     cls = models.get(family)
     train_cap, train_source = _limit(job["train_limit"], cls, "train")
     dev_cap, dev_source = _limit(job["dev_limit"], cls, "dev")
-    train_all, dev_all = kdata.load_split("train", job["data"]), kdata.load_split("dev", job["data"])
-    train, dev = train_all[:train_cap] if train_cap else train_all, dev_all[:dev_cap] if dev_cap else dev_all
-    if not train or not dev:
-        raise ValueError(f"{family}: need at least one train and one dev sentence, got {len(train)} and {len(dev)}")
+    splits = kdata.prepare_splits(job["data"], train_cap, dev_cap, job["select_on"], job["valid_fraction"],
+                                  hold_out=cls.selects)
+    dev = splits.dev
     baseline_rss = psutil.Process().memory_info().rss / 2**20
 
-    model_dir = out / "models" / family
+    model_dir = out / "models" / job["name"]
     reused = job["reuse"] and (model_dir / META_FILE).is_file()
     if reused:
         tagger, n_train = _reuse(model_dir, family, job["overrides"])
     else:
-        tagger, n_train = _train(cls, job["overrides"], train, dev, out), len(train)
+        tagger = cls(**_with_checkpoints(cls, job, out))
+        tagger.provenance = {"selection": splits.selection, "recipe": job["recipe"]}
+        if job["monitor_dev"] and job["select_on"] != "dev":
+            tagger.monitor = dev
+        tagger, n_train = _train(tagger, splits), len(splits.train)
     texts = [ex.text for ex in dev]
     repeats = min(job["repeats"], cls.benchmark_limits.get("repeats", job["repeats"]))
     latency_samples = min(job["latency_samples"], cls.benchmark_limits.get("latency_samples", job["latency_samples"]))
@@ -208,16 +268,18 @@ def measure_family(job: dict) -> dict:
     metrics = {k: scores[k] for k in METRIC_KEYS}
 
     if not reused:
-        _save(tagger, model_dir, {**metrics, "n_train": n_train, "n_dev": len(dev)})
+        _save(tagger, model_dir, {**metrics, "n_train": n_train, "n_valid": len(splits.valid), "n_dev": len(dev)})
     latencies = _latencies(tagger, texts, latency_samples, family)
     extras = _extras(tagger, dev)
     median = statistics.median(seconds)
     n_chars = sum(len(t) for t in texts)
     result = {
-        "family": family,
+        "family": family, "name": job["name"], "seed": job["seed"],
         "config": dataclasses.asdict(tagger.config),
-        "n_train": n_train, "n_train_available": len(train_all), "train_limit_source": train_source,
-        "n_dev": len(dev), "n_dev_available": len(dev_all), "dev_limit_source": dev_source,
+        "n_train": n_train, "n_train_available": splits.n_train_available, "train_limit_source": train_source,
+        "n_dev": len(dev), "n_dev_available": splits.n_dev_available, "dev_limit_source": dev_source,
+        "selection": tagger.provenance.get("selection") or {"on": "unknown (a model saved before kner recorded it)",
+                                                            "note": "selection not recorded"},
         "dev_chars": n_chars,
         **metrics,
         "history": [dataclasses.asdict(r) for r in tagger.history],
@@ -260,14 +322,19 @@ def _reuse(model_dir: Path, family: str, overrides: dict) -> tuple[Tagger, int |
     return models.load(model_dir, **runtime), meta.get("metrics", {}).get("n_train")
 
 
-def _train(cls: type[Tagger], overrides: dict, train: list, dev: list, out: Path) -> Tagger:
-    overrides = dict(overrides)
+def _with_checkpoints(cls: type[Tagger], job: dict, out: Path) -> dict:
+    overrides = dict(job["overrides"])
     if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.Config)}:
         # Kept beside, not inside, the model folder so they do not count towards its size.
-        overrides.setdefault("checkpoint_dir", str(out / "checkpoints" / cls.family))
-    print(f"training {cls.family} on {len(train)} sentences (dev {len(dev)})", file=sys.stderr, flush=True)
+        overrides.setdefault("checkpoint_dir", str(out / "checkpoints" / job["name"]))
+    return overrides
+
+
+def _train(tagger: Tagger, splits: kdata.Splits) -> Tagger:
+    print(f"training {tagger.family} on {len(splits.train)} sentences; {splits.selection['note']}",
+          file=sys.stderr, flush=True)
     start = time.perf_counter()
-    tagger = cls(**overrides).fit(train, dev)
+    tagger.fit(splits.train, splits.valid)
     if tagger.train_seconds is None:
         tagger.train_seconds = time.perf_counter() - start
     return tagger

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import data as kdata
 from . import models, stream
 from . import recipe as krecipe
+from .distributed import is_main_process
 from .extras import MissingExtraError, needs_extra
 from .scoring import Scores, score
 
@@ -150,10 +151,6 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     cls = models.get(args.family)
     names = {f.name for f in dataclasses.fields(cls.Config)}
@@ -167,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     tagger = cls(**overrides)
     tagger.provenance = {"selection": splits.selection, "recipe": recipe and recipe["name"]}
     tagger.fit(splits.train, splits.valid)
-    if not _is_main_process():
+    if not is_main_process():
         return
     dev = splits.dev
     scores = score(dev, tagger.predict([ex.text for ex in dev]))

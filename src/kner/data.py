@@ -1,8 +1,10 @@
 """Reading KLUE NER: the release's TSV files or the Hugging Face copy, as :class:`Example` s."""
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .align import bio_to_spans
@@ -10,6 +12,11 @@ from .types import Example
 
 ENV_VAR = "KNER_DATA"
 SPLITS = ("train", "dev")
+VALID_FRACTION = 0.05
+SELECT_ON = ("validation", "dev")
+VALID_RULE = ("a training sentence is held out for validation when the first 8 bytes of "
+              "sha1('kner-valid:' + its text), read as a fraction of 2**64, fall below {fraction}; "
+              "texts that also occur in dev stay in train")
 HOW_TO_POINT = (
     "Point kner at KLUE NER with --data DIR (a folder holding the release's *train*.tsv and "
     f"*dev*.tsv, e.g. ../shared/data/klue-ner-v1.1), or set {ENV_VAR}=DIR, or install 'datasets' "
@@ -115,3 +122,70 @@ def load_split(split: str, data: str | os.PathLike | None = None, limit: int | N
         except Exception as exc:  # no network, no datasets package, hub down: say how to fix
             raise DataError(f"no --data or ${ENV_VAR} given, and the hub copy failed ({exc}). {HOW_TO_POINT}") from exc
     return examples[:limit] if limit else examples
+
+
+def _valid_key(text: str) -> float:
+    digest = hashlib.sha1(f"kner-valid:{text}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_validation(train: Sequence[Example], fraction: float = VALID_FRACTION,
+                     exclude: Sequence[Example] = ()) -> tuple[list[Example], list[Example]]:
+    """``(rest, valid)``: a deterministic part of ``train`` held out for model selection.
+
+    The rule depends on each sentence's text only (see ``VALID_RULE``), so the same sentence is
+    held out whatever subset or order of train is given, repeated texts fall on the same side
+    and nothing is held out that ``exclude`` (dev) contains: validation never repeats a dev
+    sentence or a sentence trained on.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must lie strictly between 0 and 1, got {fraction}")
+    barred = {ex.text for ex in exclude}
+    rest, valid = [], []
+    for ex in train:
+        (valid if ex.text not in barred and _valid_key(ex.text) < fraction else rest).append(ex)
+    if not valid or not rest:
+        raise ValueError(f"holding out {fraction:.0%} of {len(train)} training sentences leaves "
+                         f"{len(rest)} to train on and {len(valid)} to validate on; give more training data")
+    return rest, valid
+
+
+@dataclass
+class Splits:
+    """What a training run reads: sentences to train on, held-out sentences that choose the epoch
+    (and any tuned setting), and dev, read only to report; ``selection`` says how they were made."""
+
+    train: list[Example]
+    valid: list[Example]
+    dev: list[Example]
+    selection: dict
+    n_train_available: int
+    n_dev_available: int
+
+
+def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = None, dev_limit: int | None = None,
+                   select_on: str = "validation", valid_fraction: float = VALID_FRACTION,
+                   hold_out: bool = True) -> Splits:
+    """Train, validation and dev for a training run. ``select_on="validation"`` (the default) holds
+    a validation split out of the first ``train_limit`` training sentences; ``"dev"`` chooses on the
+    dev sentences the model is reported on, which overstates its accuracy and is labelled so.
+    ``hold_out=False`` is for families that choose nothing after training: they train on it all."""
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {select_on!r}")
+    train_all, dev_all = load_split("train", data), load_split("dev", data)
+    train, dev = train_all[:train_limit] if train_limit else train_all, dev_all[:dev_limit] if dev_limit else dev_all
+    available = len(train_all), len(dev_all)
+    if not hold_out:
+        note = f"nothing chosen on held-out data (fixed settings): trained on all {len(train):,} training sentences"
+        return Splits(train, [], dev, {"on": "nothing", "dev_used_for_selection": False, "n_valid": 0,
+                                       "n_train": len(train), "note": note}, *available)
+    if select_on == "dev":
+        note = (f"selected on the {len(dev):,} dev sentences it is scored on (asked for by name): "
+                "its dev figures are optimistic")
+        return Splits(train, dev, dev, {"on": "dev", "dev_used_for_selection": True, "n_valid": len(dev),
+                                        "n_train": len(train), "note": note}, *available)
+    rest, valid = split_validation(train, valid_fraction, exclude=dev_all)
+    note = f"selected on {len(valid):,} validation sentences held out of train; dev not used for selection"
+    return Splits(rest, valid, dev, {"on": "validation", "dev_used_for_selection": False, "n_valid": len(valid),
+                                     "n_train": len(rest), "rule": VALID_RULE.format(fraction=valid_fraction),
+                                     "note": note}, *available)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import read_meta
+from .models import EpochRecord, read_meta
 from .types import LABELS
 
 TYPE_NAMES = {"PS": "person", "LC": "location", "OG": "organisation", "DT": "date", "TI": "time", "QT": "quantity"}
@@ -94,7 +94,7 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         + (f" Fine-tuned from `{base}`." if base else ""),
         _results_section(metrics),
         _speed_section(meta),
-        _data_section(metrics),
+        _data_section(metrics, meta.get("provenance") or {}),
         _usage_section(repo_id, hf_ready, (run_dir / "onnx" / "model.onnx").is_file(), _reads_morphemes(run_dir, config)),
         "## Hyperparameters\n\n```json\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```",
         _history_section(meta),
@@ -149,11 +149,14 @@ def _speed_section(meta: dict) -> str:
                       "", "| measure | value |", "|---|---:|"] + [f"| {k} | {fmt.format(v)} |" for k, v, fmt in rows])
 
 
-def _data_section(metrics: dict) -> str:
+def _data_section(metrics: dict, provenance: dict) -> str:
     n_train = f"{metrics['n_train']:,} sentences of " if metrics.get("n_train") else ""
+    selection = provenance.get("selection", {}).get("note", "how the epoch was chosen was not recorded")
+    recipe = f" Settings: kner's `{provenance['recipe']}` recipe." if provenance.get("recipe") else ""
     return (
         "## Training data\n\n"
-        f"Trained on {n_train}the training split of **KLUE NER** (v1.1) and scored on its dev split. "
+        f"Trained on {n_train}the training split of **KLUE NER** (v1.1) and scored on its dev split; "
+        f"{selection}.{recipe} "
         "KLUE NER is part of KLUE: Korean Language Understanding Evaluation (Park et al., 2021), "
         "<https://klue-benchmark.com>, released under the "
         "[Creative Commons Attribution-ShareAlike 4.0](https://creativecommons.org/licenses/by-sa/4.0/) licence. "
@@ -200,8 +203,10 @@ def _history_section(meta: dict) -> str:
     history = meta.get("history") or []
     if not history:
         return ""
-    rows = [f"| {r['epoch']} | {r['seconds']:.0f} | {r['train_loss']:.4f} | {_pct(r.get('dev_f1'))} |" for r in history]
-    return "\n".join(["## Training log", "", "| epoch | seconds | train loss | dev F1 |", "|---:|---:|---:|---:|"] + rows)
+    records = [EpochRecord.from_dict(r) for r in history]
+    rows = [f"| {r.epoch} | {r.seconds:.0f} | {r.train_loss:.4f} | {_pct(r.valid_f1)} |" for r in records]
+    return "\n".join(["## Training log", "", "| epoch | seconds | train loss | validation F1 |", "|---:|---:|---:|---:|"]
+                     + rows)
 
 
 def plan(run_dir: str | Path, repo_id: str, private: bool = False) -> PushPlan:

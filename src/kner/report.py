@@ -9,7 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .machine import machine_markdown
+from .machine import machine_line, machine_markdown
 from .types import LABELS
 
 PLOT_THROUGHPUT = "f1_vs_throughput.png"
@@ -63,7 +63,74 @@ def _table(header: list[str] | tuple[str, ...], rows: list[list[str]], align: st
 
 
 def _model_name(m: dict) -> str:
-    return m["family"] + (" (reused)" if m.get("reused") else "")
+    return m.get("name", m["family"]) + (" (reused)" if m.get("reused") else "")
+
+
+# --- seeds and selection ------------------------------------------------------------------
+SEED_METRICS = ("f1", "klue_entity_macro_f1", "klue_char_macro_f1")
+
+
+def aggregate_seeds(models: list[dict]) -> dict[str, dict]:
+    """Per family: its runs' names and, for each of ``SEED_METRICS``, mean, sample sd (None for
+    one run), best and the run that scored best."""
+    out: dict[str, dict] = {}
+    for family in dict.fromkeys(m["family"] for m in models if "error" not in m):
+        runs = [m for m in models if m["family"] == family and "error" not in m]
+        entry: dict = {"runs": [m.get("name", family) for m in runs], "seeds": [m.get("seed") for m in runs]}
+        for key in SEED_METRICS:
+            values = [m[key] for m in runs]
+            best = max(range(len(runs)), key=lambda i: values[i])
+            entry[key] = {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+                          "best": values[best], "best_run": entry["runs"][best], "values": values}
+        out[family] = entry
+    return out
+
+
+def selection_effect(history: list[dict]) -> dict | None:
+    """From a history with monitored dev F1: the epoch validation chose and its dev F1, against
+    the epoch dev would have chosen and the dev F1 that choice would have reported."""
+    scored = [h for h in history if h.get("valid_f1") is not None and h.get("dev_f1") is not None]
+    if not scored:
+        return None
+    chosen = max(scored, key=lambda h: h["valid_f1"])  # max() keeps the first of equals, as the selector does
+    by_dev = max(scored, key=lambda h: h["dev_f1"])
+    return {"valid_epoch": chosen["epoch"], "valid_choice_dev_f1": chosen["dev_f1"], "dev_epoch": by_dev["epoch"],
+            "dev_choice_dev_f1": by_dev["dev_f1"], "overstatement": by_dev["dev_f1"] - chosen["dev_f1"]}
+
+
+def fmt_mean_sd(entry: dict, n: int) -> str:
+    if entry["sd"] is None:
+        return f"{entry['mean']:.4f}"
+    return f"{entry['mean']:.4f} ± {entry['sd']:.4f} (n={n})"
+
+
+def seeds_markdown(families: dict[str, dict]) -> str:
+    header = ["family", "runs", "micro F1 mean ± sd", "best micro F1 (run)", "KLUE entity macro F1 mean",
+              "KLUE char macro F1 mean"]
+    rows = [[family, str(len(e["runs"])), fmt_mean_sd(e["f1"], len(e["runs"])),
+             f"{e['f1']['best']:.4f} ({e['f1']['best_run']})", f"{e['klue_entity_macro_f1']['mean']:.4f}",
+             f"{e['klue_char_macro_f1']['mean']:.4f}"] for family, e in families.items()]
+    return _table(header, rows)
+
+
+def selection_markdown(models: list[dict]) -> str:
+    """How each run chose its epoch, and (with monitored dev) what choosing on dev would have reported."""
+    lines, rows = [], []
+    for m in models:
+        lines.append(f"- **{_model_name(m)}**: {m.get('selection', {}).get('note', 'selection not recorded')}.")
+        effect = selection_effect(m.get("history", []))
+        if effect:
+            rows.append([_model_name(m), str(effect["valid_epoch"]), f"{effect['valid_choice_dev_f1']:.4f}",
+                         str(effect["dev_epoch"]), f"{effect['dev_choice_dev_f1']:.4f}",
+                         f"{effect['overstatement'] * 100:+.2f}"])
+    text = "\n".join(lines)
+    if rows:
+        text += ("\n\nDev was also scored after every epoch, for the record only (`--monitor-dev`; plain decoding, "
+                 "before any tuned setting). Choosing the epoch on dev, as a run that reports on dev should not, "
+                 "would have reported the right-hand figure:\n\n")
+        text += _table(["model", "epoch chosen on validation", "its dev F1", "epoch dev would choose",
+                        "its dev F1", "overstatement (F1 points)"], rows)
+    return text
 
 
 # --- markdown -----------------------------------------------------------------------------
@@ -91,7 +158,7 @@ def subsets_markdown(models: list[dict]) -> str:
         dev = f"scored on {fmt_count(m['n_dev'], m.get('n_dev_available'))} dev sentences (cap: {m['dev_limit_source']})"
         timing = (f"; timed over {len(m['speed']['predict_seconds'])} passes, latency over "
                   f"{m['speed']['latency_samples']} sentences")
-        lines.append(f"- **{m['family']}**: {train}; {dev}{timing}. Subsets are the first N sentences of the split.")
+        lines.append(f"- **{_model_name(m)}**: {train}; {dev}{timing}. Subsets are the first N sentences of the split.")
     return "\n".join(lines)
 
 
@@ -104,25 +171,28 @@ def per_type_markdown(models: list[dict]) -> str:
 
 
 def epoch_log_markdown(family: str, history: list[dict]) -> str:
-    """A training log: one row per epoch, the best dev F1 in bold, then best / mean lines."""
-    scored = [h for h in history if h.get("dev_f1") is not None]
-    best = max(scored, key=lambda h: h["dev_f1"]) if scored else None
+    """A training log: one row per epoch, the best validation F1 in bold, then best / mean lines."""
+    scored = [h for h in history if h.get("valid_f1") is not None]
+    best = max(scored, key=lambda h: h["valid_f1"]) if scored else None
+    monitored = any(h.get("dev_f1") is not None for h in history)
     rows = []
     for h in history:
-        f1 = "–" if h.get("dev_f1") is None else f"{h['dev_f1']:.4f}"
+        f1 = "–" if h.get("valid_f1") is None else f"{h['valid_f1']:.4f}"
         if h is best:
             f1 = f"**{f1}** (best)"
-        rows.append([str(h["epoch"]), f"{h['seconds']:.1f}", f"{h['train_loss']:.4f}", f1])
-    text = [f"### {family}", "", _table(["epoch", "seconds", "train loss", "dev F1"], rows), ""]
+        row = [str(h["epoch"]), f"{h['seconds']:.1f}", f"{h['train_loss']:.4f}", f1]
+        rows.append(row + (["–" if h.get("dev_f1") is None else f"{h['dev_f1']:.4f}"] if monitored else []))
+    header = ["epoch", "seconds", "train loss", "validation F1"] + (["dev F1 (monitored, unused)"] if monitored else [])
+    text = [f"### {family}", "", _table(header, rows), ""]
     seconds = [h["seconds"] for h in history]
-    summary = (f"{len(history)} epoch{'s' if len(history) != 1 else ''}, {fmt_seconds(sum(seconds))} in all,"
+    summary = (f"{len(history)} epoch{'s' if len(history) != 1 else ''}, {fmt_seconds(sum(seconds))} of training,"
                f" mean {statistics.mean(seconds):.1f} s per epoch.")
     if best is not None:
-        summary += (f" Best dev F1 {best['dev_f1']:.4f} at epoch {best['epoch']} (the saved model is that epoch's);"
-                    f" mean dev F1 over epochs {statistics.mean(h['dev_f1'] for h in scored):.4f}.")
-        sizes = {h.get("dev_sentences") for h in scored} - {None}
-        if sizes:  # the family may score each epoch on fewer dev sentences than the results table
-            summary += f" Dev F1 per epoch was scored on {max(sizes):,} dev sentences."
+        summary += (f" Best validation F1 {best['valid_f1']:.4f} at epoch {best['epoch']} (the saved model is that"
+                    f" epoch's); mean over epochs {statistics.mean(h['valid_f1'] for h in scored):.4f}.")
+        sizes = {h.get("valid_sentences") for h in scored} - {None}
+        if sizes:
+            summary += f" Scored on {max(sizes):,} held-out sentences each epoch."
     text.append(summary)
     return "\n".join(text)
 
@@ -154,8 +224,12 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
              "the KLUE figures are computed as the KLUE baseline does.", ""]
     if ok:
         parts += [_table(HEADLINE, [headline_row(m) for m in ok]), "", subsets_markdown(ok), ""]
+        parts += ["## How each model chose its epoch", "", selection_markdown(ok), ""]
+        families = result.get("families") or aggregate_seeds(ok)
+        if any(len(e["runs"]) > 1 for e in families.values()):
+            parts += ["## Seeds", "", seeds_markdown(families), ""]
     if failed:
-        parts += ["## Failed", "", *(f"- **{m['family']}**: {m['error']}" for m in failed), ""]
+        parts += ["## Failed", "", *(f"- **{_model_name(m)}**: {m['error']}" for m in failed), ""]
     if "throughput" in files:
         parts += [f"![F1 against inference throughput]({files['throughput']})", ""]
     if ok:
@@ -165,13 +239,13 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
     trained = [m for m in ok if m.get("history")]
     if trained:
         parts += ["## Training logs (per epoch)", ""]
-        parts += [epoch_log_markdown(m["family"], m["history"]) + "\n" for m in trained]
+        parts += [epoch_log_markdown(_model_name(m), m["history"]) + "\n" for m in trained]
         if "epochs" in files:
-            parts += [f"![dev F1 per epoch]({files['epochs']})", ""]
+            parts += [f"![validation F1 per epoch]({files['epochs']})", ""]
     with_extras = [m for m in ok if m.get("extras")]
     if with_extras:
         parts += ["## Family-specific evaluations", ""]
-        parts += [extras_markdown(m["family"], m["extras"]) + "\n" for m in with_extras]
+        parts += [extras_markdown(_model_name(m), m["extras"]) + "\n" for m in with_extras]
     parts += ["## How the figures were measured", "",
               f"- Each model ran in its own process; peak RSS is that process's high-water mark "
               f"(data loading, training and evaluation together).",
@@ -181,6 +255,52 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
               "- size MB: all files in the saved model folder (MiB); train time: wall time of `fit`.", "",
               "## Machine", "", machine_markdown(result["machine"]), ""]
     return "\n".join(parts)
+
+
+# --- the README's results table -------------------------------------------------------------
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def results_table(result: dict) -> str:
+    """The README's results: one row per family from one benchmark's report.json (mean ± sd over
+    its seeds, speed and size of its best run), headed by the machine, date, recipe and seeds."""
+    ok = [m for m in result["models"] if "error" not in m]
+    families = result.get("families") or aggregate_seeds(ok)
+    s = result["settings"]
+    rows = []
+    for family, e in families.items():
+        best = next(m for m in ok if m.get("name", family) == e["f1"]["best_run"])
+        sp = best["speed"]
+        rows.append([f"`{family}`", fmt_count(best["n_train"], best.get("n_train_available")),
+                     fmt_count(best["n_dev"], best.get("n_dev_available")), fmt_mean_sd(e["f1"], len(e["runs"])),
+                     f"{e['f1']['best']:.4f}", f"{e['klue_entity_macro_f1']['mean']:.4f}",
+                     f"{e['klue_char_macro_f1']['mean']:.4f}", fmt_seconds(sp["train_seconds"]),
+                     fmt_rate(sp["sentences_per_second"]), f"{sp['latency_p50_ms']:.1f} / {sp['latency_p95_ms']:.1f}",
+                     f"{best['size_bytes'] / 2**20:.0f} MB"])
+    header = ["model", "train sents", "dev sents", "micro F1 (mean ± sd)", "best", "KLUE entity macro F1",
+              "KLUE char macro F1", "train time (best run)", "sent/s", "p50 / p95 ms", "size"]
+    selection = ("dev not used for selection: epochs and tuned settings chosen on a validation split held out "
+                 "of train" if s.get("select_on", "validation") == "validation"
+                 else "**epochs chosen on dev itself (optimistic)**")
+    machine = result["machine"]
+    seeds = s.get("seeds", 1)
+    seeds = ",".join(f"{k}={v}" for k, v in seeds.items()) if isinstance(seeds, dict) else seeds
+    head = (f"One `kner benchmark{' --recipe ' + s['recipe'] if s.get('recipe') else ''} --seeds {seeds}` "
+            f"run, finished {result['generated_at'][:16].replace('T', ' ')}, on {machine_line(machine)}, "
+            f"{machine.get('ram_gb', '?')} GB RAM, torch {machine.get('torch', 'not installed')}; "
+            f"{selection}. Generated by `kner results` from its report.json.")
+    resumed = sorted({m.get("machine_line") for m in ok if m.get("machine_line")})
+    if len(resumed) > 1:
+        head += " Parts ran on: " + "; ".join(resumed) + "."
+    return f"{head}\n\n{_table(header, rows)}"
+
+
+def replace_results(readme: str, table: str) -> str:
+    """``readme`` with the text between the results markers replaced by ``table``."""
+    start, end = readme.find(RESULTS_START), readme.find(RESULTS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {RESULTS_START} ... {RESULTS_END} markers to put the table between")
+    return readme[: start + len(RESULTS_START)] + "\n" + table + "\n" + readme[end:]
 
 
 # --- plots --------------------------------------------------------------------------------
@@ -210,7 +330,7 @@ def _plot_throughput(plt, models: list[dict]):
     for m in models:
         x, y = m["speed"]["sentences_per_second"], m["f1"]
         ax.scatter(x, y, s=60, zorder=3)
-        ax.annotate(f"{m['family']} ({y:.3f})", (x, y), textcoords="offset points", xytext=(6, 6))
+        ax.annotate(f"{_model_name(m)} ({y:.3f})", (x, y), textcoords="offset points", xytext=(6, 6))
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.15)  # room for the labels of the extreme points
     ax.set_xlabel("inference throughput, batched (dev sentences/s, log scale)")
@@ -228,7 +348,7 @@ def _plot_per_type(plt, models: list[dict]):
     x = np.arange(len(LABELS))
     for i, m in enumerate(models):
         ax.bar(x + (i - (len(models) - 1) / 2) * width, [m["per_type"][t]["f1"] for t in LABELS], width,
-               label=m["family"], zorder=3)
+               label=_model_name(m), zorder=3)
     ax.set_xticks(x, LABELS)
     ax.set_ylim(0, 1)
     ax.set_ylabel("dev F1")
@@ -239,18 +359,19 @@ def _plot_per_type(plt, models: list[dict]):
 
 
 def _plot_epochs(plt, models: list[dict]):
-    trained = [m for m in models if any(h.get("dev_f1") is not None for h in m.get("history", []))]
+    trained = [m for m in models if any(h.get("valid_f1") is not None for h in m.get("history", []))]
     if not trained:
         return None
     fig, (f1_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for m in trained:
-        scored = [h for h in m["history"] if h.get("dev_f1") is not None]
-        line, = f1_ax.plot([h["epoch"] for h in scored], [h["dev_f1"] for h in scored], marker="o", label=m["family"])
-        best = max(scored, key=lambda h: h["dev_f1"])
-        f1_ax.scatter(best["epoch"], best["dev_f1"], marker="*", s=200, color=line.get_color(), zorder=3)
+        scored = [h for h in m["history"] if h.get("valid_f1") is not None]
+        line, = f1_ax.plot([h["epoch"] for h in scored], [h["valid_f1"] for h in scored], marker="o",
+                           label=_model_name(m))
+        best = max(scored, key=lambda h: h["valid_f1"])
+        f1_ax.scatter(best["epoch"], best["valid_f1"], marker="*", s=200, color=line.get_color(), zorder=3)
         loss_ax.plot([h["epoch"] for h in m["history"]], [h["train_loss"] for h in m["history"]], marker="o",
-                     label=m["family"])
-    f1_ax.set(xlabel="epoch", ylabel="dev micro F1", title="dev F1 per epoch (star: best)")
+                     label=_model_name(m))
+    f1_ax.set(xlabel="epoch", ylabel="validation micro F1", title="validation F1 per epoch (star: kept)")
     loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss per epoch")
     for ax in (f1_ax, loss_ax):
         ax.grid(True, alpha=0.3)

@@ -24,10 +24,26 @@ class EpochRecord:
 
     epoch: int
     seconds: float
+    """Training time of the epoch, scoring the held-out examples not included."""
     train_loss: float
+    valid_f1: float | None = None
+    """Micro F1 on the held-out selection examples (the validation split carved from train,
+    or dev where selection on dev was asked for by name)."""
+    valid_sentences: int | None = None
+    """How many sentences ``valid_f1`` was scored on (a family may cap it, as generation is slow)."""
+    eval_seconds: float = 0.0
+    """Time spent scoring the held-out examples after the epoch."""
     dev_f1: float | None = None
-    dev_sentences: int | None = None
-    """How many dev sentences ``dev_f1`` was scored on (a family may cap it, as generation is slow)."""
+    """Dev F1 of the epoch when the caller asked to monitor dev (``Tagger.monitor``): recorded
+    only to measure what choosing on dev would have reported; it chooses nothing."""
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "EpochRecord":
+        """Read a record; models saved before validation splits existed chose on dev_f1 (dev_sentences)."""
+        if "valid_f1" not in record and "dev_f1" in record:
+            record = {("valid_sentences" if k == "dev_sentences" else "valid_f1" if k == "dev_f1" else k): v
+                      for k, v in record.items()}
+        return cls(**record)
 
 
 class Tagger(ABC):
@@ -44,6 +60,9 @@ class Tagger(ABC):
     runtime_settings: ClassVar[tuple[str, ...]] = ()
     """Config fields that change how a trained model runs, not what it learned (precision, batch
     size…): ``kner benchmark`` applies ``--set`` values of these to a model it reuses."""
+    selects: ClassVar[bool] = True
+    """Whether ``fit`` chooses anything on held-out examples (an epoch, a setting); a family that
+    does not trains on the whole training split instead of giving up a validation part."""
     benchmark_limits: ClassVar[dict[str, int]] = {}
     """Default train/dev sentence caps for ``kner benchmark`` (e.g. ``{"train": 2000, "dev": 500}``
     for families too slow for the full data on a CPU); the report states them."""
@@ -58,11 +77,18 @@ class Tagger(ABC):
         self.config = type(base)(**{**asdict(base), **overrides})
         self.history: list[EpochRecord] = []
         self.train_seconds: float | None = None
+        self.monitor: list[Example] = []
+        """Examples scored after each epoch for the record only (``EpochRecord.dev_f1``); never chosen on."""
+        self.provenance: dict = {}
+        """How the model was made (data, validation split, selection, recipe), set by the caller
+        of ``fit`` and saved in ``kner.json``: a saved model says what chose its epoch."""
 
     # --- to implement ---------------------------------------------------------------------
     @abstractmethod
-    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "Tagger":
-        """Learn from ``train``; epoch-trained families score ``dev`` each epoch (``history``)."""
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "Tagger":
+        """Learn from ``train``. Epoch-trained families score ``valid`` after each epoch and keep the
+        best epoch (``history``); ``valid`` must be held out of ``train`` and never be the examples
+        the model is reported on (:func:`kner.data.split_validation` carves it from train)."""
 
     @abstractmethod
     def _predict(self, texts: list[str]) -> list[list[Span]]:
@@ -108,6 +134,7 @@ class Tagger(ABC):
             "metrics": metrics or {},
             "history": [asdict(r) for r in self.history],
             "train_seconds": self.train_seconds,
+            "provenance": self.provenance,
             "kner_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -134,8 +161,9 @@ class Tagger(ABC):
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelDirError(f"{directory}: the {cls.family} model files are missing or damaged ({exc})") from exc
         tagger.labels = tuple(meta.get("labels", LABELS))
-        tagger.history = [EpochRecord(**r) for r in meta.get("history", [])]
+        tagger.history = [EpochRecord.from_dict(r) for r in meta.get("history", [])]
         tagger.train_seconds = meta.get("train_seconds")
+        tagger.provenance = meta.get("provenance", {})
         return tagger
 
 

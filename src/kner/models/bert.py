@@ -30,10 +30,10 @@ from transformers import TrainerCallback
 from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window,
                      piece_offsets, piece_words, spans_to_bio, split_pieces, token_tags_from_chars, trim_offsets, windows)
 from ..morphology import morpheme_starts
-from ..scoring import score
 from ..types import Example, Span
 from . import hf_common
-from .base import EpochRecord, Tagger
+from .base import Tagger
+from .selection import EpochSelector, total_seconds
 
 log = logging.getLogger(__name__)
 PRETOKENIZERS = ("auto", "none", "morphemes")
@@ -54,7 +54,7 @@ class BertTaggerConfig:
     batch_size: int = 32
     """Training windows per optimiser step over all processes together (split across DDP ranks)."""
     epochs: int = 5
-    """Training epochs; the epoch with the best dev F1 is kept."""
+    """Training epochs; the epoch with the best validation F1 is kept."""
     warmup_ratio: float = 0.1
     """Fraction of the steps spent warming the learning rate up (then linear decay to 0)."""
     weight_decay: float = 0.01
@@ -63,8 +63,7 @@ class BertTaggerConfig:
     """Seed for the classifier initialisation, dropout and shuffling."""
     pretokenize: str = "auto"
     """morphemes: subwords never cross a Kiwi morpheme boundary (서울에서 -> ▁서울 | 에서, not
-    ▁서울에서), so an entity boundary almost never falls inside a subword: a perfect subword
-    tagger scores 0.998 KLUE dev F1 this way against 0.915 on raw text with e5-small's tokenizer.
+    ▁서울에서), so an entity boundary almost never falls inside a subword (docs/experiments.md).
     Word starts keep their ``▁`` and morphemes inside a word get none, as on raw text, so the
     model sees familiar subwords. Needs a SentencePiece (Metaspace) tokenizer. none: the
     tokenizer reads the raw text. auto: morphemes where the tokenizer allows it, else none."""
@@ -76,11 +75,10 @@ class BertTaggerConfig:
     precision: str = "auto"
     """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
     predict_batch_size: int = 32
-    """Windows per inference batch (sorted by length). 32 beat 16 and 64 on a 2-core CPU
-    (e5-small, 1,000 dev texts: 2.09-2.17x the pipeline's throughput vs 1.91-1.95x at 64)."""
+    """Windows per inference batch (sorted by length, so little padding)."""
     constrained: bool = True
     """Decode each window's subword tags as the best valid IOB2 sequence (Viterbi) rather than
-    per-subword argmax, whose orphan I- tags are no entity; +0.4 dev F1 for e5-small on KLUE."""
+    per-subword argmax, whose orphan I- tags are no entity."""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available; each torchrun rank takes its LOCAL_RANK GPU)."""
     num_threads: int = 0
@@ -304,7 +302,7 @@ class BertTagger(Tagger):
                               "labels": self.encoder.window_labels(enc, w, labels)})
         return items
 
-    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "BertTagger":
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "BertTagger":
         from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                                   Trainer, TrainingArguments, set_seed)
 
@@ -334,14 +332,15 @@ class BertTagger(Tagger):
                     fp16=self.precision == "fp16", bf16=self.precision == "bf16",
                     train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                     ddp_find_unused_parameters=False, disable_tqdm=not hf_common.is_main_process())
-                epochs = _EpochLog(self, [ex for ex in dev or [] if ex.text.strip()])
+                selector = EpochSelector(self, valid)
                 trainer = Trainer(model=self.model, args=args, train_dataset=items, processing_class=tokenizer,
-                                  data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[epochs])
+                                  data_collator=DataCollatorForTokenClassification(tokenizer),
+                                  callbacks=[_EpochLog(self, selector)])
                 trainer.train()
-            if epochs.best_state is not None:
-                self.model.load_state_dict(epochs.best_state)
+            if selector.best_state is not None:
+                self.model.load_state_dict(selector.best_state)
         self.model.eval()
-        self.train_seconds = sum(r.seconds for r in self.history)
+        self.train_seconds = total_seconds(self.history)
         return self
 
     # --- the model directory -----------------------------------------------------------------
@@ -366,15 +365,13 @@ class BertTagger(Tagger):
 
 
 class _EpochLog(TrainerCallback):
-    """At each epoch's training-loss log (``logging_strategy="epoch"``), rank 0 predicts dev
-    spans, scores them with :func:`kner.scoring.score`, appends an :class:`EpochRecord` and keeps
-    a copy of the best weights. Other ranks only train."""
+    """At each epoch's training-loss log (``logging_strategy="epoch"``), rank 0 hands the epoch to
+    the :class:`EpochSelector`, which scores the held-out examples and keeps the best weights.
+    Other ranks only train."""
 
-    def __init__(self, tagger: BertTagger, dev: list[Example]) -> None:
-        self.tagger, self.dev = tagger, dev
-        self.best_f1, self.best_state = -1.0, None
+    def __init__(self, tagger: BertTagger, selector: EpochSelector) -> None:
+        self.tagger, self.selector = tagger, selector
         self.started = time.perf_counter()
-        tagger.history = []
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
@@ -382,14 +379,8 @@ class _EpochLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs or "train_loss" in logs or not state.is_world_process_zero:
             return
-        tagger = self.tagger
-        f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
+        tagger, seconds = self.tagger, time.perf_counter() - self.started
+        self.selector.end_epoch(round(state.epoch), seconds, float(logs["loss"]),
+                                lambda role: tagger.predict(self.selector.texts(role)),
+                                lambda: {k: v.detach().to("cpu", copy=True) for k, v in tagger.model.state_dict().items()})
         tagger.model.train()  # predict switched dropout off
-        record = EpochRecord(round(state.epoch), time.perf_counter() - self.started, float(logs["loss"]), f1,
-                             len(self.dev) if self.dev else None)
-        tagger.history.append(record)
-        log.info("bert epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
-                 "-" if f1 is None else f"{f1:.4f}", record.seconds)
-        if f1 is None or f1 > self.best_f1:  # without dev data the last epoch is kept
-            self.best_f1 = -1.0 if f1 is None else f1
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in tagger.model.state_dict().items()}

@@ -30,10 +30,13 @@ from .base import EpochRecord, Tagger
 from .crf import char_class
 from .crf_layer import CRF, iob2_allowed
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
+from .selection import EpochSelector, total_seconds
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE, VOCAB_FILE, CHECKPOINT_FILE = "model.pt", "vocab.json", "checkpoint.pt"
+EMA_MIN_SENTENCES = 10_000  # where ema=None turns weight averaging on (full KLUE gains, 5,000 sentences lag)
+RECALL_BIASES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # the values fit tries when recall_bias is None
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
@@ -57,12 +60,10 @@ class BiLSTMCRFConfig:
     jamo_dim: int = 0
     """Sub-syllable features: the jamo of each syllable through a width-3 convolution; 0 = off."""
     kiwi_dim: int = 16
-    """Kiwi morphological-tag embedding size; 0 = off (+3.7 F1 points in the README's ablation,
-    about 30% slower inference)."""
+    """Kiwi morphological-tag embedding size; 0 = off (faster inference, lower F1: docs/experiments.md)."""
     kiwi_vectors: int = 256
     """Size of frozen per-character vectors of the covering Kiwi morpheme, read from the embeddings
-    of Kiwi's built-in language model (trained on a large Korean corpus; 256 = all of them);
-    0 = off (full KLUE: 0.8472 without, 0.8519 with 128, 0.8559 with 256; README)."""
+    of Kiwi's built-in language model (trained on a large Korean corpus; 256 = all of them); 0 = off."""
     kiwi_vocab: int = 30_000
     """Kiwi's ids below this (its frequent morphemes) are in the saved vector table even if training
     never saw them; any other morpheme's vector is read from Kiwi when a text first needs it."""
@@ -86,18 +87,19 @@ class BiLSTMCRFConfig:
     """Linear warm-up steps; the rate then decays linearly to a tenth of lr at max_epochs."""
     clip: float = 5.0
     """Gradient norm clipping."""
-    max_epochs: int = 12
+    max_epochs: int = 16
     """Upper bound on training epochs (the schedule decays over this many)."""
-    patience: int = 3
-    """Stop after this many epochs without a better dev F1 (the best epoch is restored)."""
-    ema: float = 0.0
+    patience: int = 4
+    """Stop after this many epochs without a better validation F1 (the best epoch is restored)."""
+    ema: float | None = None
     """Evaluate and keep an exponential moving average of the weights, updated after every
-    optimizer step with this decay (0 = off: the weights as trained). Full KLUE: 0.999 gave 0.8571
-    vs 0.8559 off; on 5,000 sentences 0.999 lags (0.7301 vs 0.8037) and 0.99 suits (README)."""
-    recall_bias: float = 0.0
+    optimizer step with this decay (0 = off: the weights as trained). None (the default) = 0.999
+    from 10,000 training sentences on, else off: on a few thousand sentences so slow an average
+    lags behind the training (give 0.99 there if you want one)."""
+    recall_bias: float | None = None
     """Subtracted from the O tag's emission scores before decoding: > 0 trades precision for recall
-    (Minkov et al., 2006, "NER systems that suit user's preferences"); 0 = plain Viterbi. On KLUE
-    dev 0.25 brought P and R together and added 0.04-0.23 F1 on four models (README)."""
+    (Minkov et al., 2006, "NER systems that suit user's preferences"); 0 = plain Viterbi. None (the
+    default) = chosen from 0-0.5 on the validation examples given to fit (0 without them)."""
     predict_batch_size: int = 256
     """Sentences per inference batch (sorted by length)."""
     seed: int = 13
@@ -106,8 +108,7 @@ class BiLSTMCRFConfig:
     """cpu, cuda, or auto (cuda when available)."""
     precision: str = "auto"
     """Inference precision: auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU);
-    training runs in fp32. On a 2-core CPU with bf16 instructions bf16 ran 1,088 vs 709 sent/s
-    with dev F1 within 0.001 (README)."""
+    training runs in fp32. bf16 pays on CPUs with bf16 instructions (AVX512-BF16, AMX)."""
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
     checkpoint_dir: str | None = None
@@ -292,10 +293,11 @@ class BiLSTMCRFTagger(Tagger):
     def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
         pick_device(self.config.device)  # a wrong name or a missing GPU fails here, not at predict
-        if not 0 <= self.config.ema < 1:
+        if self.config.ema is not None and not 0 <= self.config.ema < 1:
             raise ValueError(f"ema is a decay in [0, 1) (0 = off, 0.999 typical), not {self.config.ema}")
-        if not math.isfinite(self.config.recall_bias):
-            raise ValueError(f"recall_bias must be a finite number (0 = off, 0.25 typical), not {self.config.recall_bias}")
+        if self.config.recall_bias is not None and not math.isfinite(self.config.recall_bias):
+            raise ValueError(f"recall_bias must be a finite number (0 = off) or None (chosen on validation), "
+                             f"not {self.config.recall_bias}")
         self.tags = bio_labels(self.labels)
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
@@ -411,18 +413,20 @@ class BiLSTMCRFTagger(Tagger):
             batches += [part[i : i + bs] for i in range(0, len(part), bs)]
         return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
-    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "BiLSTMCRFTagger":
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "BiLSTMCRFTagger":
         with threads(self.config.num_threads):
-            return self._fit([ex for ex in train if ex.text], list(dev) if dev else [])
+            return self._fit([ex for ex in train if ex.text], valid)
 
-    def _fit(self, train: list[Example], dev: list[Example]) -> "BiLSTMCRFTagger":
+    def _fit(self, train: list[Example], valid: Sequence[Example] | None) -> "BiLSTMCRFTagger":
         cfg, device = self.config, self.device
         if not train:
             raise ValueError("fit needs at least one non-empty training example")
         if cfg.resume and not cfg.checkpoint_dir:
             raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
         torch.manual_seed(cfg.seed)
-        self.history = []
+        if cfg.ema is None:  # resolved first, so the model and its checkpoints record the decay used
+            cfg.ema = 0.999 if len(train) >= EMA_MIN_SENTENCES else 0.0
+        selector = EpochSelector(self, valid, cfg.patience)
         texts = [ex.text for ex in train]
         feats = self._kiwi_feats(texts)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg)
@@ -437,7 +441,9 @@ class BiLSTMCRFTagger(Tagger):
             vectors = torch.tensor(morpheme_vectors(self.vocab.morphemes, cfg.kiwi_vectors), dtype=torch.float32)
             with torch.no_grad():
                 self.net.morph.weight[1:] = vectors / vectors.std()
-        x_dev = self._encode([ex.text for ex in dev if ex.text])  # after the table: it may grow past it
+        # Encoded after the table is built, as the table may grow past it.
+        x_held = {role: self._encode(selector.texts(role)) if selector.examples[role] else []
+                  for role in ("valid", "monitor")}
         self.net.to(device)
         lengths = [len(t) for t in texts]
         n_batches = -(-len(train) // cfg.batch_size)
@@ -449,12 +455,12 @@ class BiLSTMCRFTagger(Tagger):
         ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
         kept = ema.module if ema else self.net
         gen = torch.Generator().manual_seed(cfg.seed)
-        state = {"epoch": 0, "best_f1": -1.0, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
+        first = 1
         if cfg.resume and ckpt.is_file():
-            state = self._restore(ckpt, optimizer, scheduler, gen, ema)
-        for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
-            if dev and state["bad_epochs"] >= cfg.patience:
+            first = self._restore(ckpt, selector, optimizer, scheduler, gen, ema) + 1
+        for epoch in range(first, cfg.max_epochs + 1):
+            if selector.should_stop:
                 break
             start = time.perf_counter()
             self.net.train()
@@ -473,27 +479,31 @@ class BiLSTMCRFTagger(Tagger):
                 if ema:
                     ema.update_parameters(self.net)
                 loss_sum += loss.item() * len(batch)
-            f1 = None
-            if dev:
-                gold = [ex for ex in dev if ex.text]
-                f1 = score(gold, [bio_to_spans(t) for t in self._decode(x_dev, kept)]).f1
-            seconds = time.perf_counter() - start
-            state["seconds"] += seconds
-            self.history.append(EpochRecord(epoch, seconds, loss_sum / len(train), f1, len(gold) if dev else None))
-            log.info("bilstm-crf epoch %d: loss %.4f, dev F1 %s, %.1f s", epoch, loss_sum / len(train),
-                     "-" if f1 is None else f"{f1:.4f}", seconds)
-            # Without dev data the last epoch is the one kept.
-            if f1 is None or f1 > state["best_f1"]:
-                state.update(best_f1=-1.0 if f1 is None else f1, bad_epochs=0,
-                             best_state=copy.deepcopy(kept.state_dict()))
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
+            selector.end_epoch(epoch, time.perf_counter() - start, loss_sum / len(train),
+                               lambda role: self._spans(x_held[role], kept), lambda: copy.deepcopy(kept.state_dict()))
             if ckpt:
-                self._checkpoint(ckpt, state, optimizer, scheduler, gen, ema)
-        self.net.load_state_dict(state["best_state"])
-        self.train_seconds = state["seconds"]
+                self._checkpoint(ckpt, epoch, selector, optimizer, scheduler, gen, ema)
+        self.net.load_state_dict(selector.best_state)
+        if cfg.recall_bias is None:
+            self.config.recall_bias = self._choose_recall_bias(selector, x_held["valid"])
+        self.train_seconds = total_seconds(self.history)
         return self
+
+    def _spans(self, encoded, net) -> list[list[Span]]:
+        return [bio_to_spans(t) for t in self._decode(encoded, net)]
+
+    def _choose_recall_bias(self, selector: EpochSelector, x_valid) -> float:
+        """The ``RECALL_BIASES`` value with the best held-out F1 (0 without held-out examples)."""
+        if not selector.valid:
+            return 0.0
+        scores = {}
+        for bias in RECALL_BIASES:
+            self.config.recall_bias = bias
+            scores[bias] = score(selector.valid, self._spans(x_valid, self.net)).f1
+        best = max(RECALL_BIASES, key=lambda b: (scores[b], -b))  # ties: the smaller bias
+        log.info("bilstm-crf recall_bias %s chosen on %d held-out sentences (F1 %s)", best, len(selector.valid),
+                 ", ".join(f"{b}: {f:.4f}" for b, f in scores.items()))
+        return best
 
     # --- checkpoints ------------------------------------------------------------------------
     def _learned_config(self) -> dict:
@@ -501,12 +511,12 @@ class BiLSTMCRFTagger(Tagger):
         skip = {*self.runtime_settings, "checkpoint_dir", "resume"}
         return {k: v for k, v in asdict(self.config).items() if k not in skip}
 
-    def _checkpoint(self, path: Path, state: dict, optimizer, scheduler, gen: torch.Generator,
-                    ema: AveragedModel | None) -> None:
+    def _checkpoint(self, path: Path, epoch: int, selector: EpochSelector, optimizer, scheduler,
+                    gen: torch.Generator, ema: AveragedModel | None) -> None:
         """Everything a resumed run needs to continue exactly where this one is now."""
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = {
-            **state,
+            "epoch": epoch, **selector.state(),
             "config": self._learned_config(),
             "model": self.net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "shuffle_rng": gen.get_state(),
@@ -518,7 +528,9 @@ class BiLSTMCRFTagger(Tagger):
         torch.save(blob, tmp)
         os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
 
-    def _restore(self, path: Path, optimizer, scheduler, gen: torch.Generator, ema: AveragedModel | None) -> dict:
+    def _restore(self, path: Path, selector: EpochSelector, optimizer, scheduler, gen: torch.Generator,
+                 ema: AveragedModel | None) -> int:
+        """Load the interrupted run's state; the number of the last epoch it finished."""
         blob = torch.load(path, map_location=self.device, weights_only=True)
         mine, default = self._learned_config(), asdict(BiLSTMCRFConfig())
         # A setting newer than the checkpoint ran at its default (new settings default to old behaviour).
@@ -535,9 +547,9 @@ class BiLSTMCRFTagger(Tagger):
         gen.set_state(blob["shuffle_rng"].cpu())
         if blob["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in blob["cuda_rng"]])
-        self.history = [EpochRecord(**r) for r in blob["history"]]
+        selector.restore(blob, [EpochRecord.from_dict(r) for r in blob["history"]])
         log.info("bilstm-crf resumed from %s after epoch %d", path, blob["epoch"])
-        return {k: blob[k] for k in ("epoch", "best_f1", "best_state", "bad_epochs", "seconds")}
+        return blob["epoch"]
 
     # --- persistence ------------------------------------------------------------------------
     def _save(self, directory: Path) -> None:

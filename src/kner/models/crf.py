@@ -125,13 +125,14 @@ class CRFTagger(Tagger):
 
     family = "crf"
     Config = CRFConfig
+    selects = False  # L-BFGS for a fixed number of iterations: nothing to choose on validation
 
     def __init__(self, config: CRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
         self.featurizer = Featurizer(self.config)
         self._tagger = None
 
-    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "CRFTagger":
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "CRFTagger":
         import tempfile
         import time
 

@@ -33,7 +33,8 @@ from ..align import to_markup
 from ..scoring import score
 from ..types import Example, Span
 from . import hf_common
-from .base import EpochRecord, Tagger
+from .base import Tagger
+from .selection import EpochSelector, total_seconds
 from .sllm_decode import MarkupAutomaton, TokenTable, chunks, greedy, read_output
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,17 @@ class SLLMConfig:
     lr: float = 2e-4
     """AdamW peak learning rate."""
     epochs: int = 2
-    """Training epochs; the epoch with the best dev F1 is kept."""
+    """Training epochs; the epoch with the best validation F1 is kept."""
     batch_size: int = 8
     """Training sequences per optimiser step."""
     warmup_ratio: float = 0.03
     """Fraction of the steps spent warming the learning rate up (then linear decay)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    max_train_minutes: float = 0.0
+    """Stop training after this many minutes (the epoch under way is cut short and scored); 0 = no limit."""
     eval_limit: int = 200
-    """Dev sentences decoded after each epoch to pick the best epoch; 0 skips it."""
+    """Validation sentences decoded after each epoch to pick the best epoch; 0 skips it."""
     constrained: bool = True
     """Constrained decoding (output is always this sentence with valid markup)."""
     max_chars: int = 300
@@ -203,14 +206,14 @@ class SLLMTagger(Tagger):
         return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                 target_modules=targets, task_type="CAUSAL_LM"))
 
-    def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None) -> "SLLMTagger":
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "SLLMTagger":
         from transformers import TrainingArguments, set_seed
 
         cfg = self.config
         train = [ex for ex in train if ex.text.strip()]
         if not train:
             raise ValueError("fit needs at least one non-blank training example")
-        dev = [ex for ex in dev or [] if ex.text.strip()][: cfg.eval_limit]
+        valid = [ex for ex in valid or [] if ex.text.strip()][: cfg.eval_limit]
         with hf_common.threads(cfg.num_threads):
             set_seed(cfg.seed)
             tokenizer, model = self._load_base()
@@ -224,15 +227,16 @@ class SLLMTagger(Tagger):
                     save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
                     fp16=self.precision == "fp16", bf16=self.precision == "bf16", remove_unused_columns=False,
                     train_sampling_strategy="group_by_length", disable_tqdm=False)
-                epochs = _EpochLog(self, dev)
+                selector = EpochSelector(self, valid)
+                epochs = _EpochLog(self, selector)
                 trainer = _TargetOnlyTrainer(model=self.model, args=args, train_dataset=items,
                                              data_collator=_LeftPadCollator(self.pad_id), callbacks=[epochs])
                 epochs.trainer = trainer
                 trainer.train()
-            if epochs.best_state is not None:
-                self.model.load_state_dict(epochs.best_state, strict=False)
+            if selector.best_state is not None:
+                self.model.load_state_dict(selector.best_state, strict=False)
         self.model.eval()
-        self.train_seconds = sum(r.seconds for r in self.history)
+        self.train_seconds = total_seconds(self.history)
         return self
 
     # --- the model directory -------------------------------------------------------------------
@@ -313,33 +317,30 @@ class _TargetOnlyTrainer(Trainer):
 
 
 class _EpochLog(TrainerCallback):
-    """After each epoch: decode the (capped) dev set, score it with :func:`kner.scoring.score`,
-    append an :class:`EpochRecord`, and keep a copy of the best trainable weights."""
+    """After each epoch the :class:`EpochSelector` decodes the (capped) held-out examples, scores
+    them and keeps a copy of the best trainable weights."""
 
-    def __init__(self, tagger: SLLMTagger, dev: list[Example]) -> None:
-        self.tagger, self.dev, self.trainer = tagger, dev, None
-        self.best_f1, self.best_state = -1.0, None
-        self.started = time.perf_counter()
-        tagger.history = []
+    def __init__(self, tagger: SLLMTagger, selector: EpochSelector) -> None:
+        self.tagger, self.selector, self.trainer = tagger, selector, None
+        self.started = self.budget_started = time.perf_counter()
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
         self.trainer.epoch_loss = []
 
+    def on_step_end(self, args, state, control, **kwargs):
+        budget = self.tagger.config.max_train_minutes
+        if budget and time.perf_counter() - self.budget_started > 60 * budget:
+            control.should_training_stop = True  # the Trainer still ends the epoch, so it is scored
+
     def on_epoch_end(self, args, state, control, **kwargs):
         tagger, seconds = self.tagger, time.perf_counter() - self.started
         losses = self.trainer.epoch_loss
-        f1 = score(self.dev, tagger.predict([ex.text for ex in self.dev])).f1 if self.dev else None
-        tagger.model.train()
         mean_loss = torch.stack(losses).float().mean().item() if losses else float("nan")
-        record = EpochRecord(round(state.epoch), seconds, mean_loss, f1, len(self.dev) if self.dev else None)
-        tagger.history.append(record)
-        log.info("sllm epoch %d: loss %.4f, dev F1 %s, %.1f s", record.epoch, record.train_loss,
-                 "-" if f1 is None else f"{f1:.4f}", seconds)
-        if f1 is None or f1 > self.best_f1:  # without dev data the last epoch is kept
-            self.best_f1 = -1.0 if f1 is None else f1
-            self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in tagger.model.named_parameters()
-                               if p.requires_grad}
+        self.selector.end_epoch(round(state.epoch), seconds, mean_loss, lambda role: tagger.predict(self.selector.texts(role)),
+                                lambda: {n: p.detach().to("cpu", copy=True) for n, p in tagger.model.named_parameters()
+                                         if p.requires_grad})
+        tagger.model.train()
 
 
 # --- constrained vs unconstrained, side by side ---------------------------------------------------

@@ -26,6 +26,14 @@ train and dev sentence counts. ``benchmark_limits`` may also cap ``repeats`` and
 ``latency_samples`` for families whose every pass over dev takes minutes (the sLLM); the
 report states the numbers each model got.
 
+Learning curves: ``train_sizes`` adds, per family, one run on the first N training sentences for
+each N below its cap (named ``<family>-n<N>``, first seed only; validation held out of those N as
+in every run, by a rule on each text alone, so the training subsets are nested); the full run is the
+last point.
+
+Error analysis: each run also saves its dev predictions to ``OUT/parts/<name>.predictions.jsonl``,
+and the parent analyses them against the gold dev sentences (:mod:`kner.analysis_report`).
+
 Optional hook for family-specific evaluations: a tagger may define
 
     def benchmark_extras(self, dev: list[Example]) -> dict: ...
@@ -51,6 +59,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +68,8 @@ from tqdm import tqdm
 from . import data as kdata
 from . import models
 from . import recipe as krecipe
+from .analysis import learning_curves
+from .analysis_report import analyse, predictions_path, save_predictions
 from .machine import machine_line
 from .models.base import META_FILE, Tagger, write_meta
 from .scoring import score
@@ -75,18 +86,19 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
                   dev_limit: int | None = None, overrides: dict[str, dict[str, object]] | None = None,
                   reuse: bool = True, repeats: int = 3, latency_samples: int = 200, recipe: dict | None = None,
                   seeds: int | dict[str, int] = 1, resume: bool = False, select_on: str = "validation",
-                  valid_fraction: float = kdata.VALID_FRACTION, monitor_dev: bool = False) -> dict:
+                  valid_fraction: float = kdata.VALID_FRACTION, monitor_dev: bool = False,
+                  train_sizes: Sequence[int] = ()) -> dict:
     """Benchmark ``families`` and write ``OUT/report.md``, ``OUT/report.json`` and PNG plots.
 
     Each family's settings are its defaults under the ``recipe`` under ``overrides``; a family
     with a ``seed`` setting is trained ``seeds`` times (seed, seed+1, ...; a dict gives a number per
-    family, 1 for the others). Every finished run is
+    family, 1 for the others); ``train_sizes`` adds learning-curve runs. Every finished run is
     kept in ``OUT/parts/``, so ``resume`` completes an interrupted benchmark with the rest.
     Returns the report as a dict (the content of report.json). Raises :class:`BenchmarkError`
     after writing the report if any run failed.
     """
     overrides = overrides or {}
-    _check_arguments(families, overrides, repeats, latency_samples, seeds)
+    _check_arguments(families, overrides, repeats, latency_samples, seeds, train_sizes)
     kdata.load_split("dev", data, limit=1)  # a wrong --data fails here, before any child starts
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -94,11 +106,12 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
     settings = {"data": str(kdata.resolve_data_dir(data) or "Hugging Face hub: klue/ner"),
                 "train_limit": train_limit, "dev_limit": dev_limit, "repeats": repeats,
                 "latency_samples": latency_samples, "reuse": reuse, "recipe": recipe and recipe["name"],
-                "seeds": seeds, "select_on": select_on, "valid_fraction": valid_fraction, "monitor_dev": monitor_dev}
+                "seeds": seeds, "select_on": select_on, "valid_fraction": valid_fraction, "monitor_dev": monitor_dev,
+                "train_sizes": sorted(set(train_sizes))}
     jobs = [job for family in families
             for job in _jobs(family, recipe, overrides.get(family, {}),
                              seeds if isinstance(seeds, int) else seeds.get(family, 1),
-                             {**settings, "data": data, "out": str(out)})]
+                             {**settings, "data": data, "out": str(out)}, train_sizes)]
     results = []
     for i, job in enumerate(jobs, 1):
         part = out / "parts" / f"{job['name']}.json"
@@ -117,7 +130,8 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
     from .machine import describe_machine
 
     result = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": describe_machine(),
-              "settings": settings, "models": results, "families": report.aggregate_seeds(results)}
+              "settings": settings, "models": results, "families": report.aggregate_seeds(results),
+              "learning_curves": learning_curves(results), "analysis": _analysis(results, data, out)}
     report.write_report(result, out)
     failed = [r["name"] for r in results if "error" in r]
     if failed:
@@ -126,8 +140,18 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
     return result
 
 
-def _jobs(family: str, recipe: dict | None, given: dict, seeds: int, settings: dict) -> list[dict]:
-    """One job per seed of ``family``: its resolved settings, the model folder and the data caps."""
+def _analysis(results: list[dict], data: str | None, out: Path) -> dict:
+    try:
+        return analyse(results, kdata.load_split("dev", data), out / "parts")
+    except Exception as exc:  # hours of training must not lose their report to a fault in the analysis
+        traceback.print_exc()
+        return {"models": {}, "skipped": {}, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _jobs(family: str, recipe: dict | None, given: dict, seeds: int, settings: dict,
+          train_sizes: Sequence[int] = ()) -> list[dict]:
+    """One job per seed of ``family`` (its resolved settings, the model folder and the data caps),
+    then one per train size below the family's training cap, with the first seed."""
     cls = models.get(family)
     config, run = krecipe.resolve(recipe, family, cls.Config, given)
     base_seed = config.get("seed", getattr(cls.Config(), "seed", None))
@@ -138,7 +162,11 @@ def _jobs(family: str, recipe: dict | None, given: dict, seeds: int, settings: d
         jobs.append({**settings, "family": family, "name": name, "seed": seed,
                      "overrides": config | ({} if seed is None else {"seed": seed}),
                      "train_limit": settings["train_limit"] or run.get("train_limit"),
-                     "dev_limit": settings["dev_limit"] or run.get("dev_limit")})
+                     "dev_limit": settings["dev_limit"] or run.get("dev_limit"), "train_size": None})
+    cap = jobs[0]["train_limit"] or cls.benchmark_limits.get("train")
+    for size in sorted(set(train_sizes)):
+        if cap is None or size < cap:  # a size at or above the cap would repeat the full run
+            jobs.append({**jobs[0], "name": f"{family}-n{size}", "train_limit": size, "train_size": size})
     return jobs
 
 
@@ -157,7 +185,7 @@ def _resumed(part: Path, job: dict) -> dict:
 
 
 def _check_arguments(families: list[str], overrides: dict, repeats: int, latency_samples: int,
-                     seeds: int | dict[str, int]) -> None:
+                     seeds: int | dict[str, int], train_sizes: Sequence[int]) -> None:
     if not families:
         raise ValueError(f"name at least one model family to benchmark ({', '.join(models.names())})")
     counts = [seeds] if isinstance(seeds, int) else list(seeds.values())
@@ -166,6 +194,8 @@ def _check_arguments(families: list[str], overrides: dict, repeats: int, latency
                          f"and {seeds}")
     if isinstance(seeds, dict) and set(seeds) - set(families):
         raise ValueError(f"--seeds names {', '.join(sorted(set(seeds) - set(families)))}, which is not benchmarked")
+    if min(train_sizes, default=1) < 1:
+        raise ValueError(f"train sizes must be at least 1, got {list(train_sizes)}")
     for family in families:
         known = {f.name for f in dataclasses.fields(models.get(family).Config)}
         unknown = set(overrides.get(family, {})) - known
@@ -265,6 +295,7 @@ def measure_family(job: dict) -> dict:
         seconds.append(time.perf_counter() - start)
         predicted = predicted or spans
     scores = score(dev, predicted).to_dict()
+    save_predictions(predictions_path(out / "parts", job["name"]), dev, predicted)
     metrics = {k: scores[k] for k in METRIC_KEYS}
 
     if not reused:
@@ -274,7 +305,7 @@ def measure_family(job: dict) -> dict:
     median = statistics.median(seconds)
     n_chars = sum(len(t) for t in texts)
     result = {
-        "family": family, "name": job["name"], "seed": job["seed"],
+        "family": family, "name": job["name"], "seed": job["seed"], "train_size": job.get("train_size"),
         "config": dataclasses.asdict(tagger.config),
         "n_train": n_train, "n_train_available": splits.n_train_available, "train_limit_source": train_source,
         "n_dev": len(dev), "n_dev_available": splits.n_dev_available, "dev_limit_source": dev_source,

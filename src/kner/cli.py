@@ -118,6 +118,10 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
                        "from an unfinished run with the same settings; run only the rest")
     bench.add_argument("--monitor-dev", action="store_true", help="also score dev after each epoch, for the record "
                        "only, to measure how much choosing the epoch on dev would overstate F1")
+    bench.add_argument("--train-sizes", type=_train_sizes, default=(), metavar="N,N,...[,all]",
+                       help="learning curves: also train each family on the first N training sentences for each N "
+                            "(validation held out of them as usual), e.g. 1000,2000,5000,10000,all; the full run "
+                            "('all') is always the last point")
     _selection_flags(bench)
 
     res = sub.add_parser("results", help="print the README's results table from a benchmark's report.json")
@@ -286,6 +290,14 @@ def _seeds(spec: str) -> int | dict[str, int]:
         raise argparse.ArgumentTypeError(f"{spec!r} is not N or FAMILY=N,... (e.g. 3 or bilstm-crf=3,bert=1)") from None
 
 
+def _train_sizes(spec: str) -> list[int]:
+    """``--train-sizes``: ``1000,2000,all``; ``all`` names the full run, which always runs."""
+    try:
+        return [int(n) for n in (item.strip() for item in spec.split(",")) if n and n != "all"]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not a list of sentence counts (e.g. 1000,2000,5000,all)") from None
+
+
 def cmd_benchmark(args: argparse.Namespace) -> None:
     families = [m.strip() for m in args.models.split(",") if m.strip()]
     for family in families:
@@ -298,7 +310,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
                       overrides=overrides, reuse=not args.retrain, repeats=args.repeats,
                       recipe=krecipe.load(args.recipe) if args.recipe else None, seeds=args.seeds,
                       resume=args.resume, select_on=args.select_on, valid_fraction=args.valid_fraction,
-                      monitor_dev=args.monitor_dev)
+                      monitor_dev=args.monitor_dev, train_sizes=args.train_sizes)
     except BenchmarkError as exc:
         raise SystemExit(f"kner benchmark: {exc} (see {Path(args.out) / 'report.md'})") from exc
     print(f"wrote {Path(args.out) / 'report.md'}")

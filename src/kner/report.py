@@ -27,8 +27,15 @@ def write_report(result: dict, out: str | Path) -> dict[str, Path]:
     paths = {"json": out / "report.json", "md": out / "report.md"}
     paths["json"].write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     paths.update(write_plots(result, out))
+    paths.update(_analysis_report().write_plots(result, out))
     paths["md"].write_text(render_markdown(result, {k: p.name for k, p in paths.items()}), encoding="utf-8")
     return paths
+
+
+def _analysis_report():
+    from . import analysis_report  # imported late: it builds on this module's helpers
+
+    return analysis_report
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -72,10 +79,11 @@ SEED_METRICS = ("f1", "klue_entity_macro_f1", "klue_char_macro_f1")
 
 def aggregate_seeds(models: list[dict]) -> dict[str, dict]:
     """Per family: its runs' names and, for each of ``SEED_METRICS``, mean, sample sd (None for
-    one run), best and the run that scored best."""
+    one run), best and the run that scored best. Learning-curve runs (on fewer sentences) are no seeds."""
     out: dict[str, dict] = {}
-    for family in dict.fromkeys(m["family"] for m in models if "error" not in m):
-        runs = [m for m in models if m["family"] == family and "error" not in m]
+    full = [m for m in models if "error" not in m and not m.get("train_size")]
+    for family in dict.fromkeys(m["family"] for m in full):
+        runs = [m for m in full if m["family"] == family]
         entry: dict = {"runs": [m.get("name", family) for m in runs], "seeds": [m.get("seed") for m in runs]}
         for key in SEED_METRICS:
             values = [m[key] for m in runs]
@@ -246,6 +254,7 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
     if with_extras:
         parts += ["## Family-specific evaluations", ""]
         parts += [extras_markdown(_model_name(m), m["extras"]) + "\n" for m in with_extras]
+    parts += [_analysis_report().markdown(result, files)]
     parts += ["## How the figures were measured", "",
               f"- Each model ran in its own process; peak RSS is that process's high-water mark "
               f"(data loading, training and evaluation together).",

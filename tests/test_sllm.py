@@ -39,7 +39,7 @@ def trained(tmp_path_factory, request) -> SLLMTagger:
 def test_constrained_decoding_reproduces_any_text_from_an_untrained_model(untrained):
     automata = [MarkupAutomaton(t, untrained.table) for t in TRICKY]
     prompts = [untrained.prompt_ids(t) for t in TRICKY]
-    outputs = greedy(untrained.model, prompts, untrained.pad_id, automata, untrained.stop_ids, [0] * len(TRICKY))
+    outputs, _ = greedy(untrained.model, prompts, untrained.pad_id, automata, untrained.stop_ids, [0] * len(TRICKY))
     for text, out in zip(TRICKY, outputs):
         written, _ = parse_markup(untrained.table.text(out))
         assert written == text
@@ -153,13 +153,15 @@ def test_lora_adapter_saves_and_loads_to_the_same_output(tmp_path, request):
 
 def test_benchmark_shows_constrained_and_unconstrained_decoding_as_rows(trained):
     extras = trained.benchmark_extras(OVERFIT)
-    assert list(extras) == ["constrained", "unconstrained"]
-    assert extras["constrained"]["parse_failures"] == 0 and extras["constrained"]["f1"] == 1.0
+    assert list(extras) == ["constrained, per-token", "constrained, one-pass verification", "unconstrained"]
+    for name in ("constrained, per-token", "constrained, one-pass verification"):
+        assert extras[name]["parse_failures"] == 0 and extras[name]["f1"] == 1.0
 
 
 def test_compare_decoding_reports_both_modes(trained):
     report = compare_decoding(trained, OVERFIT)
-    for mode in ("constrained", "unconstrained"):
+    for mode in ("constrained, per-token", "constrained, one-pass verification", "unconstrained"):
         assert report[mode]["f1"] == 1.0
         assert report[mode]["parse_failures"] == 0
         assert report[mode]["sentences_per_s"] > 0 and report[mode]["generated_tokens_per_s"] > 0
+        assert report[mode]["forward_passes_per_sentence"] > 0

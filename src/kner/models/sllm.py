@@ -7,8 +7,9 @@ that a ``<`` in the text is never mistaken for markup. The loss covers the targe
 
 Prediction is greedy and, by default, constrained (:mod:`kner.models.sllm_decode`): the output
 can only be this exact sentence with well-formed markup, so every output becomes spans over the
-input. Unconstrained decoding (``constrained=False``) is read by a tolerant parser, and
-:attr:`SLLMTagger.last_parse_failures` counts the outputs it had to repair.
+input; the copied text is checked several tokens per forward pass (``draft_tokens``), which
+changes the speed, not the output. Unconstrained decoding (``constrained=False``) is read by a
+tolerant parser, and :attr:`SLLMTagger.last_parse_failures` counts the outputs it had to repair.
 
 The model directory holds the LoRA adapter (or, with ``lora=False``, the full weights), the
 tokenizer, ``prompt.json`` and ``kner.json``. A LoRA directory names its base model in the
@@ -77,6 +78,9 @@ class SLLMConfig:
     """Validation sentences decoded after each epoch to pick the best epoch; 0 skips it."""
     constrained: bool = True
     """Constrained decoding (output is always this sentence with valid markup)."""
+    draft_tokens: int = 8
+    """Constrained decoding checks up to this many tokens that copy the input in one forward pass,
+    keeping them up to the model's first other choice (same output); 0 = one forward pass per token."""
     max_chars: int = 300
     """Longer texts are cut at sentence ends or whitespace into pieces of at most this many characters."""
     predict_batch_size: int = 16
@@ -96,7 +100,7 @@ class SLLMTagger(Tagger):
 
     family = "sllm"
     Config = SLLMConfig
-    runtime_settings = ("precision", "predict_batch_size", "constrained", "device", "num_threads")
+    runtime_settings = ("precision", "predict_batch_size", "constrained", "draft_tokens", "device", "num_threads")
     # Generation makes each pass over 500 dev sentences take minutes on a CPU.
     benchmark_limits = {"train": 2000, "dev": 500, "repeats": 1, "latency_samples": 20}
 
@@ -112,6 +116,8 @@ class SLLMTagger(Tagger):
         self.last_parse_failures = 0
         """Outputs of the last predict call that were not exact markup of their input."""
         self.last_generated_tokens = 0
+        self.last_forward_passes = 0
+        """Forward passes of the model in the last predict call (one per batch and step, prompts included)."""
 
     # --- prompt format ---------------------------------------------------------------------------
     def _attach(self, tokenizer, model) -> None:
@@ -137,40 +143,44 @@ class SLLMTagger(Tagger):
         return self.tokenizer(markup, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
 
     def benchmark_extras(self, dev: list[Example]) -> dict:
-        """``kner benchmark``'s side-by-side of constrained and unconstrained decoding on its dev slice."""
+        """``kner benchmark``'s side-by-side of constrained (per token and with one-pass verification)
+        and unconstrained decoding on its dev slice."""
         result = compare_decoding(self, dev)
-        return {name: result[name] for name in ("constrained", "unconstrained")}
+        return {name: result[name] for name in DECODINGS}
 
     # --- prediction ----------------------------------------------------------------------------
-    def _generate(self, texts: list[str], constrained: bool) -> tuple[list[list[Span]], int, int]:
-        """Spans per text, outputs that needed repair, tokens generated. Texts are cut into
-        pieces of at most ``max_chars``; pieces are generated longest first in batches."""
+    def _generate(self, texts: list[str], constrained: bool, draft_tokens: int) -> tuple[list[list[Span]], int, int, int]:
+        """Spans per text, outputs that needed repair, tokens generated, forward passes. Texts are
+        cut into pieces of at most ``max_chars``; pieces are generated longest first in batches."""
         pieces = [(t, off, piece) for t, text in enumerate(texts) for off, piece in chunks(text, self.config.max_chars)
                   if piece.strip()]
         prompts = [self.prompt_ids(piece) for _, _, piece in pieces]
         order = sorted(range(len(pieces)), key=lambda i: -len(prompts[i]))
         spans: list[list[Span]] = [[] for _ in texts]
-        failures = generated = 0
+        failures = generated = forwards = 0
         bs = self.config.predict_batch_size
         batches = [order[s:s + bs] for s in range(0, len(order), bs)]
         for batch in tqdm(batches, desc="sllm predict", leave=False, disable=len(batches) <= 2):
             automata = [MarkupAutomaton(pieces[i][2], self.table, self.labels) for i in batch] if constrained else None
             budget = [2 * (len(prompts[i]) + 16) for i in batch]  # unconstrained: markup is about the text's length
-            outputs = greedy(self.model, [prompts[i] for i in batch], self.pad_id, automata, self.stop_ids, budget)
+            outputs, passes = greedy(self.model, [prompts[i] for i in batch], self.pad_id, automata, self.stop_ids, budget,
+                                     draft_tokens)
+            forwards += passes
             for i, out in zip(batch, outputs):
                 t, off, piece = pieces[i]
                 found, exact = read_output(self.table.text(out), piece, self.labels)
                 failures += not exact
                 generated += len(out)
                 spans[t] += [Span(s.start + off, s.end + off, s.label) for s in found]
-        return spans, failures, generated
+        return spans, failures, generated, forwards
 
     def _predict(self, texts: list[str]) -> list[list[Span]]:
         if self.model is None:
             raise RuntimeError("this sllm tagger is not trained yet: call fit() or kner.load() first")
         self.model.eval()
         with hf_common.threads(self.config.num_threads), hf_common.autocast(self.device, self.precision):
-            spans, self.last_parse_failures, self.last_generated_tokens = self._generate(texts, self.config.constrained)
+            spans, self.last_parse_failures, self.last_generated_tokens, self.last_forward_passes = self._generate(
+                texts, self.config.constrained, self.config.draft_tokens)
         return spans
 
     # --- training ------------------------------------------------------------------------------
@@ -345,20 +355,27 @@ class _EpochLog(TrainerCallback):
 
 # --- constrained vs unconstrained, side by side ---------------------------------------------------
 
+DECODINGS = {"constrained, per-token": (True, 0), "constrained, one-pass verification": (True, None),
+             "unconstrained": (False, 0)}
+"""Rows of :func:`compare_decoding`: constrained, draft tokens (None: the tagger's ``draft_tokens``)."""
+
+
 def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example]) -> dict:
-    """F1 (:func:`kner.scoring.score`), outputs needing repair, sentences/s and generated tokens/s
-    of constrained and unconstrained greedy decoding on the same examples, in one run."""
+    """F1 (:func:`kner.scoring.score`), outputs needing repair, sentences/s, generated tokens/s and
+    forward passes per sentence of each of :data:`DECODINGS` on the same examples, in one run."""
     examples = [ex for ex in examples if ex.text.strip()]
     texts = [ex.text for ex in examples]
     tagger.model.eval()
     out = {"n_sentences": len(texts), "device": str(tagger.device)}
     with hf_common.threads(tagger.config.num_threads), hf_common.autocast(tagger.device, tagger.precision):
-        tagger._generate(texts[:2], True)  # warm-up
-        for name, constrained in (("constrained", True), ("unconstrained", False)):
+        tagger._generate(texts[:2], True, tagger.config.draft_tokens)  # warm-up
+        for name, (constrained, draft) in DECODINGS.items():
             start = time.perf_counter()
-            spans, failures, tokens = tagger._generate(texts, constrained)
+            spans, failures, tokens, forwards = tagger._generate(texts, constrained, tagger.config.draft_tokens
+                                                                 if draft is None else draft)
             seconds = time.perf_counter() - start
             out[name] = {"f1": score(examples, spans).f1, "parse_failures": failures, "seconds": round(seconds, 2),
                          "sentences_per_s": round(len(texts) / seconds, 2),
-                         "generated_tokens_per_s": round(tokens / seconds, 1), "generated_tokens": tokens}
+                         "generated_tokens_per_s": round(tokens / seconds, 1), "generated_tokens": tokens,
+                         "forward_passes_per_sentence": round(forwards / max(len(texts), 1), 1)}
     return out

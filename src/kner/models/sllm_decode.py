@@ -88,13 +88,16 @@ class TokenTable:
     """Token byte strings, indexed for the automaton: ids by bytes, and every token prefix."""
 
     def __init__(self, tokenizer) -> None:
-        self.bytes = token_bytes(tokenizer)
+        self.tokenizer, self.bytes = tokenizer, token_bytes(tokenizer)
         self.ids_of: dict[bytes, list[int]] = {}
         self.prefixes: set[bytes] = set()
         for i, b in enumerate(self.bytes):
             if b:
                 self.ids_of.setdefault(b, []).append(i)
                 self.prefixes.update(b[:k] for k in range(1, len(b) + 1))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def text(self, ids: Sequence[int]) -> str:
         return b"".join(self.bytes[i] or b"" for i in ids).decode("utf-8", errors="replace")
@@ -162,6 +165,25 @@ class MarkupAutomaton:
                     stack.append((grown, after))
         return out
 
+    def draft(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that copy the rest of the text as the tokenizer writes it (how a
+        fine-tuned model writes it between marks), after the rest of a close half written (``PS``
+        of ``:PS>`` written); none where the next unit is open to choice or half a character."""
+        if len(self.states) != 1:
+            return []
+        ((i, inside, nonempty, partial),) = self.states
+        units = [unit for unit, _ in self._next(i, inside, nonempty) if unit.startswith(partial)]
+        if partial and (len(units) != 1 or units[0] not in self.closes):
+            return []
+        rest, written, out = (units[0][len(partial):] if partial else b"") + b"".join(self.units[i:]), 0, []
+        for token in self.table.encode(rest.decode("utf-8"))[:limit]:
+            piece = self.table.bytes[token]
+            if not piece or not rest.startswith(piece, written):  # e.g. a prefix space SentencePiece adds
+                break
+            out.append(token)
+            written += len(piece)
+        return out
+
     def advance(self, token: int) -> None:
         for byte in self.table.bytes[token]:
             self.states = self._step(self.states, byte)
@@ -178,10 +200,28 @@ def _decoder_and_head(model):
     return core.get_decoder(), core.get_output_embeddings()
 
 
+def _choose(head, hidden: torch.Tensor, allowed: Sequence[Sequence[int]]) -> list[int]:
+    """The greedy token for each row of ``hidden`` (n, hidden) among that row's allowed ids; only
+    their logits are computed."""
+    width_k = max(len(a) for a in allowed)
+    cand = torch.zeros((len(allowed), width_k), dtype=torch.long)
+    valid = torch.zeros((len(allowed), width_k), dtype=torch.bool)
+    for k, a in enumerate(allowed):
+        cand[k, :len(a)] = torch.tensor(a)
+        valid[k, :len(a)] = True
+    cand, valid = cand.to(hidden.device), valid.to(hidden.device)
+    weight = head.weight[cand]  # (n, k, hidden)
+    logits = torch.einsum("lkh,lh->lk", weight.to(hidden.dtype), hidden)  # (n, k)
+    if head.bias is not None:
+        logits = logits + head.bias[cand]
+    best = logits.float().masked_fill(~valid, float("-inf")).argmax(-1)  # (n,)
+    return cand.gather(1, best[:, None])[:, 0].tolist()
+
+
 @torch.inference_mode()
 def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Sequence[MarkupAutomaton] | None,
-           stop_ids: set[int], max_new: Sequence[int]) -> list[list[int]]:
-    """Greedy continuations of left-padded ``prompts``, one forward per step on a KV cache.
+           stop_ids: set[int], max_new: Sequence[int], draft_tokens: int = 0) -> tuple[list[list[int]], int]:
+    """Greedy continuations of left-padded ``prompts`` on a KV cache, and the forward passes made.
 
     Hand-written rather than ``model.generate`` with a ``LogitsProcessor``: the per-row automaton
     advances right where the token is chosen, a row stops the moment its input is reproduced
@@ -189,7 +229,9 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
     projection onto a 150-260k vocabulary costs more than the whole body of a small model, and
     a constrained step allows a handful of tokens. The same loop serves unconstrained decoding
     (``automata`` None: full logits, stop at ``stop_ids`` or ``max_new``), so speeds compare fairly.
-    Softcapping or scaling of final logits is monotonic, so skipping it leaves the argmax alone."""
+    Softcapping or scaling of final logits is monotonic, so skipping it leaves the argmax alone.
+    Constrained decoding with ``draft_tokens`` > 0 verifies that many copied tokens per forward
+    (:func:`_verify`); the tokens are the same, one forward per token or not."""
     from transformers import DynamicCache
 
     decoder, head = _decoder_and_head(model)
@@ -202,31 +244,22 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
         mask[r, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
-    cache = DynamicCache(config=model.config)
+    speculative = automata is not None and draft_tokens > 0
+    # Verification drops rejected tokens from the cache, so sliding-window layers must keep all of theirs.
+    cache = DynamicCache() if speculative else DynamicCache(config=model.config)
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                      use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
+    if speculative:
+        return _verify(decoder, head, cache, hidden, mask, positions[:, -1] + 1, automata, draft_tokens)
     out: list[list[int]] = [[] for _ in prompts]
     done = [bool(automata) and automata[r].done for r in range(rows)]
-    step_pos = positions[:, -1:]  # (rows, 1)
+    forwards, step_pos = 1, positions[:, -1:]  # (rows, 1)
     while not all(done):
         live = [r for r in range(rows) if not done[r]]
         if automata is None:
             choice = dict(zip(live, head(hidden[live]).argmax(-1).tolist()))  # (live, vocab) -> (live,)
         else:
-            allowed = [automata[r].allowed() for r in live]
-            width_k = max(len(a) for a in allowed)
-            cand = torch.zeros((len(live), width_k), dtype=torch.long)
-            valid = torch.zeros((len(live), width_k), dtype=torch.bool)
-            for k, a in enumerate(allowed):
-                cand[k, :len(a)] = torch.tensor(a)
-                valid[k, :len(a)] = True
-            cand, valid = cand.to(device), valid.to(device)
-            weight = head.weight[cand]  # (live, k, hidden)
-            logits = torch.einsum("lkh,lh->lk", weight.to(hidden.dtype), hidden[live])  # (live, k)
-            if head.bias is not None:
-                logits = logits + head.bias[cand]
-            best = logits.float().masked_fill(~valid, float("-inf")).argmax(-1)  # (live,)
-            choice = dict(zip(live, cand.gather(1, best[:, None])[:, 0].tolist()))
+            choice = dict(zip(live, _choose(head, hidden[live], [automata[r].allowed() for r in live])))
         feed = [pad_id] * rows
         for r, token in choice.items():
             feed[r] = token
@@ -246,7 +279,82 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
         step_pos = step_pos + 1
         hidden = decoder(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=mask, position_ids=step_pos,
                          cache=cache, use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
-    return out
+        forwards += 1
+    return out, forwards
+
+
+def _verify(decoder, head, cache, hidden: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
+            automata: Sequence[MarkupAutomaton], draft_tokens: int) -> tuple[list[list[int]], int]:
+    """Constrained greedy decoding that checks copied text in one forward pass: speculative
+    decoding with the input as the draft. Each forward feeds a row's chosen token and up to
+    ``draft_tokens`` tokens that copy the rest of its text (:meth:`MarkupAutomaton.draft`); the
+    draft is kept up to the first position where the constrained greedy choice differs (an
+    entity opens or closes, or the text is split into other tokens), and that choice comes next.
+    The cache then keeps only the tokens kept, each row re-left-padded, so every row looks as if
+    it had been decoded one token at a time."""
+    out: list[list[int]] = [[] for _ in automata]
+    rows = list(range(len(automata)))  # the cache's rows, in order
+    todo = [r for r in rows if not automata[r].done]
+    pending = dict(zip(todo, _choose(head, hidden[todo], [automata[r].allowed() for r in todo]))) if todo else {}
+    keep, block, forwards = [0] * len(rows), 0, 1  # pending: the chosen token to feed next, by row
+    while True:
+        for r, token in pending.items():
+            out[r].append(token)
+            automata[r].advance(token)
+        live = [r for r in rows if r in pending and not automata[r].done]
+        if not live:
+            return out, forwards
+        where = {r: k for k, r in enumerate(rows)}
+        mask, next_pos = _compact(cache, mask, next_pos, [where[r] for r in live],
+                                  [keep[where[r]] for r in live], block)
+        feeds = [[pending[r]] + automata[r].draft(draft_tokens) for r in live]
+        block = max(len(f) for f in feeds)
+        ids = torch.tensor([f + [f[0]] * (block - len(f)) for f in feeds], device=mask.device)  # (live, block)
+        mask = torch.cat([mask, mask.new_ones((len(live), block))], dim=1)
+        positions = next_pos[:, None] + torch.arange(block, device=mask.device)
+        states = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                         use_cache=True).last_hidden_state  # (live, block, hidden)
+        forwards += 1
+        rows, keep, pending = live, [1] * len(live), {}
+        checking = list(range(len(live)))  # rows whose draft is still being verified, at column keep - 1
+        while checking:
+            picks = _choose(head, states[checking, [keep[k] - 1 for k in checking]],
+                            [automata[live[k]].allowed() for k in checking])
+            still = []
+            for k, pick in zip(checking, picks):
+                r, j = live[k], keep[k]
+                if j < len(feeds[k]) and feeds[k][j] == pick:
+                    out[r].append(pick)
+                    automata[r].advance(pick)
+                    keep[k] += 1
+                    if not automata[r].done:
+                        still.append(k)
+                else:
+                    pending[r] = pick
+            checking = still
+
+
+def _compact(cache, mask: torch.Tensor, next_pos: torch.Tensor, select: list[int], keep: list[int],
+             block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``select`` rows of the cache and, of each one's last ``block`` columns, the first
+    ``keep``; shorter rows are padded on the left, so that columns stay consecutive positions
+    (sliding-window masks count columns). Returns the matching mask and next positions."""
+    width = mask.shape[1] - block + max(keep)
+    if select == list(range(mask.shape[0])) and min(keep) == max(keep):  # the same cut for all: no copy
+        cache.crop(width - mask.shape[1])
+        return mask[:, :width], next_pos + max(keep)
+    kept = torch.tensor(keep, device=mask.device)
+    rows = torch.tensor(select, device=mask.device)
+    source = torch.arange(width, device=mask.device)[None] - (max(keep) - kept)[:, None]  # (rows, width)
+    filler = source < 0
+    source = source.clamp(min=0)
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            states = getattr(layer, name)[rows]  # (rows, heads, columns, dim)
+            index = source[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+            setattr(layer, name, states.gather(2, index))
+    mask = mask[rows].gather(1, source).masked_fill(filler, 0)
+    return mask, next_pos[rows] + kept
 
 
 # --- parsing model output back to spans over the input ------------------------------------------

@@ -54,7 +54,7 @@ def crf_run(tmp_path_factory):
 @pytest.fixture
 def bert_like_run(tmp_path):
     """A directory shaped like a fine-tuned BERT run: kner.json plus the files plain transformers loads."""
-    meta = {"family": "bert", "config": {"model_name": "klue/bert-base", "epochs": 3},
+    meta = {"family": "bert", "config": {"base_model": "klue/bert-base", "epochs": 3},
             "labels": ["PS", "LC", "OG", "DT", "TI", "QT"],
             "metrics": {**METRICS, "speed": {"sentences_per_second": 123.4, "latency_p95_ms": 18.5,
                                              "machine": "2-core CPU, no GPU"}},

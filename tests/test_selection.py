@@ -214,3 +214,10 @@ def test_resume_keeps_finished_parts_and_refuses_other_settings(klue_dir, tmp_pa
     assert again["models"][0]["machine_line"] and again["models"][0]["finished_at"]
     with pytest.raises(ValueError, match="other settings"):
         benchmark.run_benchmark(["crf"], str(klue_dir), tmp_path, resume=True, **{**tiny, "train_limit": 160})
+
+
+def test_a_set_too_small_for_the_rule_still_holds_out_one_text():
+    rest, valid = split_validation(_examples(20), 0.001)  # no key of these 20 texts falls below 0.001
+    assert len(valid) == 1 and len(rest) == 19
+    with pytest.raises(ValueError, match="leaves 0 to train on"):
+        split_validation(_examples(1))

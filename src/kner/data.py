@@ -16,7 +16,8 @@ VALID_FRACTION = 0.05
 SELECT_ON = ("validation", "dev")
 VALID_RULE = ("a training sentence is held out for validation when the first 8 bytes of "
               "sha1('kner-valid:' + its text), read as a fraction of 2**64, fall below {fraction}; "
-              "texts that also occur in dev stay in train")
+              "texts that also occur in dev stay in train; a set too small for any to fall below "
+              "holds out its text of smallest key")
 HOW_TO_POINT = (
     "Point kner at KLUE NER with --data DIR (a folder holding the release's *train*.tsv and "
     f"*dev*.tsv, e.g. ../shared/data/klue-ner-v1.1), or set {ENV_VAR}=DIR, or install 'datasets' "
@@ -133,7 +134,8 @@ def split_validation(train: Sequence[Example], fraction: float = VALID_FRACTION,
                      exclude: Sequence[Example] = ()) -> tuple[list[Example], list[Example]]:
     """``(rest, valid)``: a deterministic part of ``train`` held out for model selection.
 
-    The rule depends on each sentence's text only (see ``VALID_RULE``), so the same sentence is
+    The rule depends on each sentence's text only (see ``VALID_RULE``; a set too small to
+    hold any sentence out by it gives up its sentence of smallest key), so the same sentence is
     held out whatever subset or order of train is given, repeated texts fall on the same side
     and nothing is held out that ``exclude`` (dev) contains: validation never repeats a dev
     sentence or a sentence trained on.
@@ -141,9 +143,12 @@ def split_validation(train: Sequence[Example], fraction: float = VALID_FRACTION,
     if not 0 < fraction < 1:
         raise ValueError(f"the validation fraction must lie strictly between 0 and 1, got {fraction}")
     barred = {ex.text for ex in exclude}
-    rest, valid = [], []
-    for ex in train:
-        (valid if ex.text not in barred and _valid_key(ex.text) < fraction else rest).append(ex)
+    keys = [_valid_key(ex.text) if ex.text not in barred else 2.0 for ex in train]  # 2.0: never held out
+    held = [key < fraction for key in keys]
+    if not any(held) and min(keys, default=2.0) < 2.0:  # too few sentences for the rule to pick one
+        held = [key == min(keys) for key in keys]
+    valid = [ex for ex, h in zip(train, held) if h]
+    rest = [ex for ex, h in zip(train, held) if not h]
     if not valid or not rest:
         raise ValueError(f"holding out {fraction:.0%} of {len(train)} training sentences leaves "
                          f"{len(rest)} to train on and {len(valid)} to validate on; give more training data")

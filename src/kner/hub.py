@@ -38,12 +38,9 @@ class PushPlan:
 
 
 def _base_model(config: dict) -> str | None:
-    """The pretrained checkpoint a fine-tuned family started from, as named in its config."""
-    for key in ("model_name", "pretrained", "base_model", "model_name_or_path"):
-        value = config.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
+    """The pretrained checkpoint a fine-tuned family (bert, sllm) started from."""
+    value = config.get("base_model")
+    return value if isinstance(value, str) and value else None
 
 
 def _is_hub_id(name: str) -> bool:

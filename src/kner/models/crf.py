@@ -31,13 +31,13 @@ class CRFConfig:
     """Hangul / digit / Latin / Hanja / symbol class of the syllable and its neighbours."""
     eojeol: bool = False
     """Position in the eojeol (B/I/E/S), its first and last syllables and its length
-    (off by default: it lowered dev F1 in the README's ablation)."""
+    (off by default: it lowered F1; docs/experiments.md)."""
     affixes: bool = False
     """Up to three syllables of the eojeol before and after the syllable (stems, particles;
-    off by default: it lowered dev F1 in the README's ablation)."""
+    off by default: it lowered F1; docs/experiments.md)."""
     kiwi: bool = True
-    """Part-of-speech tags from the Kiwi morphological analyser (+1.6 F1 points, about 4x slower
-    inference; see README)."""
+    """Part-of-speech tags from the Kiwi morphological analyser (more accurate, several times slower
+    inference; docs/experiments.md)."""
     min_freq: int = 1
     """Drop features seen fewer times than this in training (crfsuite's feature.minfreq)."""
 

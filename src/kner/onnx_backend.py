@@ -83,7 +83,8 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, opset: int =
         torch.onnx.export(model, tuple(torch.from_numpy(trace[k]) for k in INPUTS), str(path), dynamo=True,
                           input_names=list(INPUTS), output_names=["logits"], opset_version=opset,
                           dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
-                          external_data=False)  # one self-contained file (BERT-base is far below ONNX's 2 GB cap)
+                          external_data=False,  # one self-contained file (BERT-base is far below ONNX's 2 GB cap)
+                          verbose=False)  # the dynamo exporter otherwise prints its progress on stdout
     check = _sample_batch(tagger, CHECK_TEXTS)
     with torch.inference_mode():
         want = model(*(torch.from_numpy(check[k]) for k in INPUTS)).numpy()

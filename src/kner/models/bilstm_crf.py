@@ -532,8 +532,8 @@ class BiLSTMCRFTagger(Tagger):
                  ema: AveragedModel | None) -> int:
         """Load the interrupted run's state; the number of the last epoch it finished."""
         blob = torch.load(path, map_location=self.device, weights_only=True)
-        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig())
-        # A setting newer than the checkpoint ran at its default (new settings default to old behaviour).
+        # A setting newer than the checkpoint ran at its default then (ema's was 0: no averaging).
+        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | {"ema": 0.0}
         diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
         if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "

@@ -169,6 +169,7 @@ def test_report_with_one_family_or_none_analysed_still_renders(tmp_path, names):
     assert "## Error analysis" not in render_markdown(fake_result())  # no analysis data: no section
 
 
+@pytest.mark.slow
 def test_learning_curve_jobs_are_nested_and_keep_validation_out(klue_dir):
     settings = {"data": str(klue_dir), "out": "unused", "train_limit": 600, "dev_limit": 100, "reuse": True,
                 "repeats": 1, "latency_samples": 1, "recipe": None, "select_on": "validation", "valid_fraction": 0.05,
@@ -189,6 +190,7 @@ def test_learning_curve_jobs_are_nested_and_keep_validation_out(klue_dir):
         assert dev.isdisjoint(e.text for e in s.train + s.valid)
 
 
+@pytest.mark.slow
 def test_tiny_crf_learning_curve_and_analysis_end_to_end(tmp_path, klue_dir):
     result = run_benchmark(["crf"], str(klue_dir), tmp_path, train_limit=300, dev_limit=40, repeats=1,
                            latency_samples=2, overrides={"crf": {"max_iterations": 5}}, train_sizes=(100, 200))

@@ -12,6 +12,8 @@ from kner.data import load_split
 from kner.models.crf import CRFTagger
 from kner.scoring import score
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(train_limit=200, dev_limit=50, overrides={"crf": {"max_iterations": 20}}, repeats=1, latency_samples=5)
 

@@ -22,6 +22,8 @@ from kner.models.bert import IGNORE, BertTagger, Encoded, WindowEncoder, decode_
 from kner.scoring import score
 from kner.types import Example, Span
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 KINDS = ["wordpiece", "sentencepiece"]
 
 TRICKY = [
@@ -269,7 +271,6 @@ def test_bad_settings_and_labels_are_refused_with_the_fix(request, tmp_path):
         builder.make(tmp_path, request).predict(["이순신"])
 
 
-@pytest.mark.slow
 def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_dir):
     """The plain `kner train bert` command under torchrun: 2 CPU processes (gloo), global batch 8
     split 4 + 4, rank 0 alone scores dev and saves."""

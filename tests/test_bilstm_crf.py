@@ -13,6 +13,8 @@ from kner.models.bilstm_crf import CLASSES, MORPH, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 TINY = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_vectors=4, kiwi_vocab=100, hidden=16, dropout=0.2,
             batch_size=2, lr=0.02,
             warmup_steps=2, device="cpu", num_threads=1)

@@ -140,6 +140,7 @@ def test_percent_signs_in_config_docstrings_reach_the_help_text():
     assert "about 30% slower at 32. (default: 16)" in " ".join(parser.format_help().split())
 
 
+@pytest.mark.slow
 def test_training_log_shows_each_epoch_on_stderr(tmp_path, klue_dir):
     import subprocess
     import sys

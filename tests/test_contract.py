@@ -10,6 +10,8 @@ import kner
 from conftest import ODD_TEXTS
 from kner import models
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 
 def tiny_model(family: str, tmp_path, request):
     """Each family's tiny, fast configuration lives in tests/builders/<family>.py."""

@@ -144,6 +144,7 @@ def test_cli_push_of_a_folder_that_is_not_a_model_exits_with_a_message(tmp_path)
         main(["push", str(tmp_path), "--repo", "me/x", "--dry-run"])
 
 
+@pytest.mark.slow
 def test_a_real_bert_run_gets_the_transformers_card_and_its_pipeline_snippet_works(tmp_path, request):
     from builders import bert as bert_builder
     from transformers import pipeline

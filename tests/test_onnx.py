@@ -21,6 +21,8 @@ from kner.models.crf import CRFTagger
 from kner.onnx_backend import export_onnx, load_onnx
 from kner.serve import create_app, load_models
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 
 @pytest.fixture(scope="module", params=["wordpiece", "sentencepiece"])
 def exported_run(request, tmp_path_factory):

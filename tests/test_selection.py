@@ -67,6 +67,7 @@ def _recording_fit(seen: dict):
     return fit, Stop
 
 
+@pytest.mark.slow
 def test_no_dev_sentence_reaches_fit_from_kner_train(klue_dir, tmp_path, monkeypatch):
     seen: dict = {}
     fit, stop = _recording_fit(seen)
@@ -79,6 +80,7 @@ def test_no_dev_sentence_reaches_fit_from_kner_train(klue_dir, tmp_path, monkeyp
     assert len(seen["train"]) + len(seen["valid"]) == 600
 
 
+@pytest.mark.slow
 def test_no_dev_sentence_reaches_fit_from_the_benchmark_unless_only_monitored(klue_dir, tmp_path, monkeypatch):
     seen: dict = {}
     fit, stop = _recording_fit(seen)
@@ -134,6 +136,7 @@ def test_without_held_out_examples_the_last_epoch_is_kept_and_training_never_sto
     assert selector.best_state == {"epoch": 3} and not selector.should_stop
 
 
+@pytest.mark.slow
 def test_recall_bias_is_chosen_on_the_held_out_examples(overfit_examples):
     tiny = dict(char_dim=16, bigram_dim=8, eojeol_dim=4, kiwi_vectors=0, kiwi_dim=0, hidden=16, max_epochs=2,
                 num_threads=1, pretrained_init=False)
@@ -200,6 +203,7 @@ def test_seeded_families_get_one_job_per_seed_and_the_crf_one():
     assert [j["name"] for j in benchmark._jobs("crf", None, {}, 3, settings)] == ["crf"]  # deterministic: once
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_parts_and_refuses_other_settings(klue_dir, tmp_path, monkeypatch):
     tiny = dict(train_limit=150, dev_limit=20, overrides={"crf": {"max_iterations": 5}}, repeats=1, latency_samples=2)
     first = benchmark.run_benchmark(["crf"], str(klue_dir), tmp_path, **tiny)

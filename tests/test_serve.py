@@ -22,6 +22,8 @@ from kner.data import load_split
 from kner.models.crf import CRFTagger
 from kner.serve import create_app, load_models
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 
 @pytest.fixture(scope="session")
 def crf_runs(tmp_path_factory, klue_dir):

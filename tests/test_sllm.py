@@ -14,6 +14,8 @@ from kner.models.sllm import SLLMTagger, compare_decoding
 from kner.models.sllm_decode import MarkupAutomaton, TokenTable, chunks, greedy, read_output
 from kner.types import LABELS, Span
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 TRICKY = [
     "이순신 장군은 1592년 한산도에서 싸웠다.",
     "😀 이순신 <장군:PS> 은 a:b > c \\ d",

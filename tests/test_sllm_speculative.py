@@ -13,6 +13,8 @@ from kner.models import hf_common, sllm_decode
 from kner.models.sllm import SLLMTagger
 from kner.models.sllm_decode import MarkupAutomaton, chunks, greedy
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 TEXTS = [
     "이순신 장군은 1592년 한산도에서 싸웠다.",
     "😀 이순신 <장군:PS> 은 a:b > c \\ d",

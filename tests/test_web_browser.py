@@ -18,6 +18,8 @@ from test_serve import crf_runs, running_server  # noqa: F401  (crf_runs is a fi
 from kner.data import load_split
 from kner.serve import create_app, load_models
 
+pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
+
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import kner
-from kner.benchmark import BenchmarkError, _limit, directory_bytes, run_benchmark
+from kner.benchmark import BenchmarkError, _limit, model_bytes, run_benchmark
 from kner.data import load_split
 from kner.models.crf import CRFTagger
 from kner.scoring import score
@@ -57,7 +57,8 @@ def test_sizes_counts_and_speed_figures(bench):
     assert (m["family"], m["n_train"], m["n_dev"], m["reused"]) == ("crf", 200, 50, False)
     assert m["n_dev_available"] == 5000 and m["dev_limit_source"] == "caller"
     assert m["config"]["max_iterations"] == 20  # the override reached the model
-    assert m["size_bytes"] == directory_bytes(out / "models" / "crf") > 0
+    files = [p for p in (out / "models" / "crf").iterdir() if p.is_file()]
+    assert m["size_bytes"] == sum(p.stat().st_size for p in files) > 0
     assert m["dev_chars"] > 50
     speed = m["speed"]
     assert len(speed["predict_seconds"]) == 1 and speed["latency_samples"] == 5
@@ -141,3 +142,12 @@ def test_family_benchmark_limits_apply_only_when_the_caller_gives_none(monkeypat
     assert _limit(None, CRFTagger, "train") == (2000, "crf default (benchmark_limits)")
     assert _limit(300, CRFTagger, "train") == (300, "caller")
     assert _limit(None, CRFTagger, "dev") == (None, "full split")
+
+
+def test_model_size_counts_what_load_reads_not_checkpoints_or_exports(tmp_path):
+    (tmp_path / "kner.json").write_bytes(b"x" * 10)
+    (tmp_path / "model.pt").write_bytes(b"x" * 100)
+    for sub in ("checkpoints", "onnx"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "big.bin").write_bytes(b"x" * 5000)
+    assert model_bytes(tmp_path) == 110

@@ -247,9 +247,11 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def directory_bytes(directory: Path) -> int:
-    """Apparent size of every file under ``directory`` (what ``du --apparent-size`` counts)."""
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+def model_bytes(directory: Path) -> int:
+    """Apparent size of the files ``kner.load`` reads: those at the top of the model folder, where
+    every family saves; subfolders (a ``kner train`` run's checkpoints/, an onnx/ export) are not
+    the model and are left out."""
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
 def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None, str]:
@@ -334,7 +336,7 @@ def measure_family(job: dict) -> dict:
     _record(model_dir, {**metrics, "n_dev": len(dev), "speed": {
         k: result["speed"][k] for k in ("sentences_per_second", "chars_per_second", "latency_p50_ms", "latency_p95_ms")
     } | {"machine": machine_line()} | ({"run_with": result["run_with"]} if result["run_with"] else {})})
-    result["size_bytes"] = directory_bytes(model_dir)  # counts the kner.json just updated
+    result["size_bytes"] = model_bytes(model_dir)  # counts the kner.json just updated
     return result
 
 
@@ -422,4 +424,4 @@ def _gpu_peak() -> dict:
     return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
-__all__ = ["BenchmarkError", "directory_bytes", "measure_family", "peak_rss_mb", "run_benchmark"]
+__all__ = ["BenchmarkError", "model_bytes", "measure_family", "peak_rss_mb", "run_benchmark"]

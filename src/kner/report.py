@@ -261,7 +261,7 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
               f"- sent/s and char/s: the whole dev slice through `predict` in one call, median of "
               f"{s['repeats']} timed passes after a warm-up on a few sentences.",
               f"- p50/p95 ms: `predict([text])` on up to {s['latency_samples']} dev sentences spread evenly over the slice.",
-              "- size MB: all files in the saved model folder (MiB); train time: wall time of `fit`.", "",
+              "- size MB: the files `kner.load` reads (MiB; not checkpoints or exports); train time: wall time of `fit`.", "",
               "## Machine", "", machine_markdown(result["machine"]), ""]
     return "\n".join(parts)
 

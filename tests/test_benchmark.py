@@ -67,6 +67,7 @@ def test_sizes_counts_and_speed_figures(bench):
     assert 0 < speed["latency_p50_ms"] <= speed["latency_p95_ms"]
     assert speed["train_seconds"] > 0
     assert m["memory"]["peak_rss_mb"] >= m["memory"]["baseline_rss_mb"] > 0
+    assert 0 < m["memory"]["predict_peak_rss_mb"] <= m["memory"]["peak_rss_mb"]  # Linux resets the peak
     assert m["history"] == [] and "extras" not in m
 
 

@@ -8,7 +8,7 @@ import matplotlib.image
 from kner.machine import describe_machine, machine_markdown
 import pytest
 
-from kner.report import (aggregate_seeds, epoch_log_markdown, extras_markdown, fmt_count, fmt_seconds,
+from kner.report import (aggregate_seeds, epoch_log_markdown, headline_row, extras_markdown, fmt_count, fmt_seconds,
                          render_markdown, replace_results, results_table, selection_effect, write_report)
 from kner.types import LABELS
 
@@ -80,11 +80,13 @@ def test_epoch_log_without_held_out_scores_still_renders():
 def test_markdown_sections_in_order():
     md = render_markdown(fake_result())
     headline = md.index("| model | train sents | dev sents | micro F1 | KLUE entity macro F1 | KLUE char macro F1 | "
-                        "train time | sent/s | char/s | p50/p95 ms | size MB | peak RSS MB |")
+                        "train time | sent/s | char/s | p50/p95 ms | size MB | peak RSS MB (run / predicting) |")
     order = [headline, md.index("## F1 per entity type"), md.index("## Training logs"),
              md.index("## Family-specific evaluations"), md.index("## Machine")]
     assert order == sorted(order)
     assert "| crf | 2,000 of 21,003 | 500 of 5,000 | 0.7500 | 0.7400 | 0.7600 | 36.0 s | 250 | 12,500 | 4.2 / 9.5 | 5.0 | 812 |" in md
+    with_predicting = fake_model("crf", 0.75, memory={"peak_rss_mb": 1812.4, "predict_peak_rss_mb": 640.2})
+    assert headline_row(with_predicting)[-1] == "1,812 / 640"
     assert "| gold entities in dev | 10 | 11 |" in md
     assert "### bilstm_crf" in md and "### crf\n" not in md  # only epoch-trained models get a log
     assert "- **bert**: RuntimeError: out of memory" in md

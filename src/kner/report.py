@@ -17,7 +17,7 @@ PLOT_PER_TYPE = "per_type_f1.png"
 PLOT_EPOCHS = "epoch_f1.png"
 
 HEADLINE = ("model", "train sents", "dev sents", "micro F1", "KLUE entity macro F1", "KLUE char macro F1",
-            "train time", "sent/s", "char/s", "p50/p95 ms", "size MB", "peak RSS MB")
+            "train time", "sent/s", "char/s", "p50/p95 ms", "size MB", "peak RSS MB (run / predicting)")
 
 
 def write_report(result: dict, out: str | Path) -> dict[str, Path]:
@@ -148,7 +148,13 @@ def headline_row(m: dict) -> list[str]:
             fmt_count(m["n_dev"], m.get("n_dev_available")), f"{m['f1']:.4f}", f"{m['klue_entity_macro_f1']:.4f}",
             f"{m['klue_char_macro_f1']:.4f}", fmt_seconds(s["train_seconds"]), fmt_rate(s["sentences_per_second"]),
             fmt_rate(s["chars_per_second"]), f"{s['latency_p50_ms']:.1f} / {s['latency_p95_ms']:.1f}",
-            f"{m['size_bytes'] / 2**20:.1f}", f"{m['memory']['peak_rss_mb']:.0f}"]
+            f"{m['size_bytes'] / 2**20:.1f}", fmt_memory(m["memory"])]
+
+
+def fmt_memory(memory: dict) -> str:
+    """Peak RSS of the whole run, and while predicting where it was measured apart."""
+    predicting = memory.get("predict_peak_rss_mb")
+    return f"{memory['peak_rss_mb']:,.0f}" + ("" if predicting is None else f" / {predicting:,.0f}")
 
 
 def subsets_markdown(models: list[dict]) -> str:
@@ -256,8 +262,9 @@ def render_markdown(result: dict, files: dict[str, str] | None = None) -> str:
         parts += [extras_markdown(_model_name(m), m["extras"]) + "\n" for m in with_extras]
     parts += [_analysis_report().markdown(result, files)]
     parts += ["## How the figures were measured", "",
-              f"- Each model ran in its own process; peak RSS is that process's high-water mark "
-              f"(data loading, training and evaluation together).",
+              "- Each model ran in its own process; peak RSS is that process's high-water mark (data loading, "
+              "training and evaluation together), then the high-water mark of the timed predictions alone "
+              "(from the resident size when they began: the loaded or trained model and its data).",
               f"- sent/s and char/s: the whole dev slice through `predict` in one call, median of "
               f"{s['repeats']} timed passes after a warm-up on a few sentences.",
               f"- p50/p95 ms: `predict([text])` on up to {s['latency_samples']} dev sentences spread evenly over the slice.",
@@ -285,9 +292,10 @@ def results_table(result: dict) -> str:
                      f"{e['f1']['best']:.4f}", f"{e['klue_entity_macro_f1']['mean']:.4f}",
                      f"{e['klue_char_macro_f1']['mean']:.4f}", fmt_seconds(sp["train_seconds"]),
                      fmt_rate(sp["sentences_per_second"]), f"{sp['latency_p50_ms']:.1f} / {sp['latency_p95_ms']:.1f}",
-                     f"{best['size_bytes'] / 2**20:.0f} MB"])
+                     f"{best['size_bytes'] / 2**20:.0f} MB", fmt_memory(best["memory"])])
     header = ["model", "train sents", "dev sents", "micro F1 (mean ± sd)", "best", "KLUE entity macro F1",
-              "KLUE char macro F1", "train time (best run)", "sent/s", "p50 / p95 ms", "size"]
+              "KLUE char macro F1", "train time (best run)", "sent/s", "p50 / p95 ms", "size",
+              "peak RSS MB (run / predicting)"]
     selection = ("dev not used for selection: epochs and tuned settings chosen on a validation split held out "
                  "of train" if s.get("select_on", "validation") == "validation"
                  else "**epochs chosen on dev itself (optimistic)**")

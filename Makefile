@@ -1,8 +1,9 @@
 # Two entry points for a fresh machine: `make benchmark` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# KLUE NER: `make benchmark DATA=DIR`, else $KNER_DATA, else the Hugging Face hub copy (kner decides).
-DATA ?=
+# KLUE NER: `make benchmark DATA=DIR`, else $KNER_DATA, else the release beside the clone
+# (../shared/data/klue-ner-v1.1) if it is there, else the Hugging Face hub copy (kner decides).
+DATA ?= $(if $(KNER_DATA),,$(wildcard ../shared/data/klue-ner-v1.1))
 MODELS ?= crf
 OUT ?= bench
 

@@ -29,6 +29,7 @@ from transformers import TrainerCallback
 
 from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered, chars_from_token_tags, owner_window,
                      piece_offsets, piece_words, spans_to_bio, split_pieces, token_tags_from_chars, trim_offsets, windows)
+from ..distributed import is_main_process, world_size
 from ..morphology import morpheme_starts
 from ..types import Example, Span
 from . import hf_common
@@ -322,7 +323,7 @@ class BertTagger(Tagger):
             if cfg.freeze_embeddings:
                 model.get_input_embeddings().weight.requires_grad_(False)
             items = self._features(train)
-            per_device = max(1, cfg.batch_size // hf_common.world_size())
+            per_device = max(1, cfg.batch_size // world_size())
             with tempfile.TemporaryDirectory(prefix="kner-bert-") as tmp:
                 args = TrainingArguments(
                     output_dir=tmp, per_device_train_batch_size=per_device, learning_rate=cfg.lr,
@@ -331,7 +332,7 @@ class BertTagger(Tagger):
                     save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
                     fp16=self.precision == "fp16", bf16=self.precision == "bf16",
                     train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-                    ddp_find_unused_parameters=False, disable_tqdm=not hf_common.is_main_process())
+                    ddp_find_unused_parameters=False, disable_tqdm=not is_main_process())
                 selector = EpochSelector(self, valid)
                 trainer = Trainer(model=self.model, args=args, train_dataset=items, processing_class=tokenizer,
                                   data_collator=DataCollatorForTokenClassification(tokenizer),

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import torch
 
-from ..distributed import is_main_process, world_size  # noqa: F401  (the torch families ask here)
-
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 

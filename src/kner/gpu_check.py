@@ -160,7 +160,7 @@ def run(prepared: Path, out: Path) -> int:
     for name, stage in stages.items():
         print(f"gpu_check: {name}", flush=True)
         summary["stages"][name] = timed(stage, device)
-        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        summary["total_seconds"] = _sig(time.perf_counter() - started)
         write_summary(summary, out)  # after every stage, so a run cut short still reports
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0 if all(s["ok"] for s in summary["stages"].values()) else 1
@@ -176,6 +176,11 @@ def environment(device: str) -> dict:
     return {"device": gpu.name if gpu else f"cpu: {cpu_model()}",
             "gpu_memory_gb": round(gpu.total_memory / 2**30, 1) if gpu else None,
             "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda, **versions}
+
+
+def _sig(seconds: float) -> float:
+    """Three significant figures: a fast machine's smoke epoch must not round to zero seconds."""
+    return float(f"{seconds:.3g}")
 
 
 def timed(stage, device: str) -> dict:
@@ -195,7 +200,7 @@ def timed(stage, device: str) -> dict:
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000],
                       "traceback": traceback.format_exc()[-4000:]}
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    return {**result, "seconds": round(time.perf_counter() - start, 1),
+    return {**result, "seconds": _sig(time.perf_counter() - start),
             "peak_gpu_memory_gb": None if peak is None else round(peak, 2)}
 
 
@@ -239,8 +244,8 @@ def bert_epoch(prepared: Path, plan: Plan, device: str, tmp: Path) -> dict:
     windows = sum(len(enc.wins) for enc in tagger.encoder.encode([ex.text for ex in train]))
     epoch = tagger.history[0].seconds
     return {"train_sentences": len(train), "windows": windows, "steps": math.ceil(windows / 32),
-            "precision": tagger.precision, "tokenizer_vocab": len(tokenizer), "epoch_seconds": round(epoch, 1),
-            "fit_seconds": round(fit_seconds, 1), "windows_per_s": round(windows / epoch, 1),
+            "precision": tagger.precision, "tokenizer_vocab": len(tokenizer), "epoch_seconds": _sig(epoch),
+            "fit_seconds": _sig(fit_seconds), "windows_per_s": round(windows / epoch, 1),
             "rtx3090_epoch_seconds": RTX3090_BERT_EPOCH_S, "speedup_vs_rtx3090": round(RTX3090_BERT_EPOCH_S / epoch, 2)}
 
 
@@ -278,10 +283,10 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     tagger.predict(dev)
     decode_s = time.perf_counter() - start
     return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tokenizer), "precision": tagger.precision,
-            "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": round(train_s, 1),
+            "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": _sig(train_s),
             "steps_per_s": round(steps / train_s, 2),
             "train_tokens_per_s": round(sum(tokens) / train_s, 1), "mean_sequence_tokens": round(sum(tokens) / len(tokens), 1),
-            "decode_sentences": len(dev), "decode_seconds": round(decode_s, 1),
+            "decode_sentences": len(dev), "decode_seconds": _sig(decode_s),
             "decode_sentences_per_s": round(len(dev) / decode_s, 2),
             "generated_tokens_per_sentence": round(tagger.last_generated_tokens / len(dev), 1),
             "generated_tokens_per_s": round(tagger.last_generated_tokens / decode_s, 1),
@@ -296,7 +301,7 @@ def bilstm_epoch(prepared: Path, plan: Plan, device: str) -> dict:
     tagger = BiLSTMCRFTagger(**plan.bilstm, **BILSTM_WITHOUT_KIWI, max_epochs=1, device=device)
     tagger.fit(train)
     epoch = tagger.history[0].seconds
-    return {"train_sentences": len(train), "kiwi_features": False, "epoch_seconds": round(epoch, 1),
+    return {"train_sentences": len(train), "kiwi_features": False, "epoch_seconds": _sig(epoch),
             "sentences_per_s": round(len(train) / epoch, 1)}
 
 

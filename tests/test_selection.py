@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -218,6 +219,21 @@ def test_resume_keeps_finished_parts_and_refuses_other_settings(klue_dir, tmp_pa
     assert again["models"][0]["machine_line"] and again["models"][0]["finished_at"]
     with pytest.raises(ValueError, match="other settings"):
         benchmark.run_benchmark(["crf"], str(klue_dir), tmp_path, resume=True, **{**tiny, "train_limit": 160})
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_family_from_its_last_checkpoint(klue_dir, tmp_path):
+    tiny = dict(train_limit=40, dev_limit=20, repeats=1, latency_samples=2, overrides={"bilstm-crf": {
+        "char_dim": 16, "bigram_dim": 8, "eojeol_dim": 4, "kiwi_dim": 4, "kiwi_vectors": 4, "kiwi_vocab": 100,
+        "hidden": 16, "max_epochs": 2}})
+    first = benchmark.run_benchmark(["bilstm-crf"], str(klue_dir), tmp_path, **tiny)["models"][0]
+    # Interrupted after the last checkpoint, before the model and its part were written.
+    (tmp_path / "parts" / "bilstm-crf.json").unlink()
+    shutil.rmtree(tmp_path / "models" / "bilstm-crf")
+    again = benchmark.run_benchmark(["bilstm-crf"], str(klue_dir), tmp_path, resume=True, **tiny)["models"][0]
+    assert not again.get("resumed")  # it ran, but trained no epoch again: the history is the checkpoint's
+    assert [h["seconds"] for h in again["history"]] == [h["seconds"] for h in first["history"]]
+    assert again["f1"] == first["f1"]
 
 
 def test_a_set_too_small_for_the_rule_still_holds_out_one_text():

@@ -107,7 +107,7 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
                 "train_limit": train_limit, "dev_limit": dev_limit, "repeats": repeats,
                 "latency_samples": latency_samples, "reuse": reuse, "recipe": recipe and recipe["name"],
                 "seeds": seeds, "select_on": select_on, "valid_fraction": valid_fraction, "monitor_dev": monitor_dev,
-                "train_sizes": sorted(set(train_sizes))}
+                "train_sizes": sorted(set(train_sizes)), "resume": resume}
     jobs = [job for family in families
             for job in _jobs(family, recipe, overrides.get(family, {}),
                              seeds if isinstance(seeds, int) else seeds.get(family, 1),
@@ -373,6 +373,8 @@ def _with_checkpoints(cls: type[Tagger], job: dict, out: Path) -> dict:
     if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.Config)}:
         # Kept beside, not inside, the model folder so they do not count towards its size.
         overrides.setdefault("checkpoint_dir", str(out / "checkpoints" / job["name"]))
+        if job.get("resume") and "resume" in {f.name for f in dataclasses.fields(cls.Config)}:
+            overrides.setdefault("resume", True)  # an interrupted family continues from its last epoch
     return overrides
 
 

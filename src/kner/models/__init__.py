@@ -16,6 +16,7 @@ _FAMILIES = {
     "bilstm-crf": "kner.models.bilstm_crf:BiLSTMCRFTagger",
     "bert": "kner.models.bert:BertTagger",
     "sllm": "kner.models.sllm:SLLMTagger",
+    "ensemble": "kner.models.ensemble:EnsembleTagger",
 }
 
 

@@ -1,0 +1,78 @@
+"""A proper-noun gazetteer from Kiwi's dictionaries: names that KLUE's training data never shows.
+
+``kiwipiepy_model`` (Apache-2.0, installed with kiwipiepy) ships ``multi.dict``, about 198,000
+multi-word proper nouns each tagged with its Wikidata class (Q5 human, Q476028 football club, ...),
+and ``default.dict``, about 113,000 proper nouns without a class. The classes are not mapped onto
+PS / LC / OG by hand: each becomes a feature value and the model learns what it means for KLUE.
+The dictionaries are read once, when a model is trained; the derived table is saved with it.
+"""
+from __future__ import annotations
+
+import gzip
+from collections import Counter, defaultdict
+from pathlib import Path
+
+FILE = "gazetteer.tsv.gz"
+MIN_CLASS = 300
+"""Wikidata classes with fewer entries are pooled into one value, ``Q`` (the rare ones are noise)."""
+UNCLASSED = "NNP"
+"""The value of a ``default.dict`` proper noun, which has no class."""
+
+
+def _entries(path: Path):
+    """(surface, fields) of each proper-noun line of a Kiwi dictionary (tab-separated, # comments)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            # Field 2 is the tag NNP, or the canonical form of a variant spelling ("더글러스 애덤스/NNP").
+            if len(fields) >= 2 and not line.startswith("#") and fields[1].endswith("NNP") and len(fields[0]) >= 2:
+                yield fields[0], fields
+
+
+def from_kiwi(min_class: int = MIN_CLASS) -> dict[str, str]:
+    """Surface form -> class, from the installed ``kiwipiepy_model``; multi.dict wins over default.dict."""
+    import kiwipiepy_model  # installed with kiwipiepy, a base dependency
+
+    root = Path(kiwipiepy_model.get_model_path())
+    if not (root / "multi.dict").exists():
+        raise FileNotFoundError(f"kiwipiepy_model {kiwipiepy_model.__version__} has no multi.dict; "
+                                "pip install -U kiwipiepy, or turn the gazetteer features off")
+    table = {surface: UNCLASSED for surface, _ in _entries(root / "default.dict")}
+    classed = {surface: f[3].lstrip("# ").strip() or "Q" for surface, f in _entries(root / "multi.dict") if len(f) >= 4}
+    sizes = Counter(classed.values())
+    table.update({surface: cls if sizes[cls] >= min_class else "Q" for surface, cls in classed.items()})
+    return table
+
+
+class Gazetteer:
+    """Greedy longest match of the table's names, starting where a word starts."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        lengths = defaultdict(set)  # first two characters -> lengths of the names that start so
+        for surface in table:
+            lengths[surface[:2]].add(len(surface))
+        self._lengths = {k: sorted(v, reverse=True) for k, v in lengths.items()}
+
+    def tags(self, text: str) -> list[str]:
+        """Per character: ``B-CLASS`` / ``I-CLASS`` of the name matched over it, else ``O``."""
+        out, i, n = ["O"] * len(text), 0, len(text)
+        while i < n:
+            if text[i].isalnum() and (i == 0 or not text[i - 1].isalnum()):
+                for length in self._lengths.get(text[i : i + 2], ()):
+                    cls = self.table.get(text[i : i + length]) if i + length <= n else None
+                    if cls:
+                        out[i : i + length] = ["B-" + cls] + ["I-" + cls] * (length - 1)
+                        i += length - 1
+                        break
+            i += 1
+        return out
+
+    def save(self, directory: Path) -> None:
+        with gzip.open(directory / FILE, "wt", encoding="utf-8") as f:
+            f.writelines(f"{surface}\t{cls}\n" for surface, cls in sorted(self.table.items()))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Gazetteer":
+        with gzip.open(directory / FILE, "rt", encoding="utf-8") as f:
+            return cls(dict(line.rstrip("\n").split("\t", 1) for line in f))

@@ -1,0 +1,138 @@
+"""An ensemble of saved runs of any families: weighted per-span votes, decoded to valid spans.
+
+Each member tags the text; a span (start, end, type) gets the summed weight of the members that
+found it, and spans with at least ``threshold`` of the total weight are kept, strongest first,
+skipping any that overlaps a kept one. Weights and threshold are chosen on the validation split,
+so the members must not have trained on it: a member chosen on dev, or trained on all of train
+(the CRF by default), is refused. The members are copied into the ensemble's folder.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..scoring import score
+from ..types import Example, Span
+from .base import Tagger, read_meta
+
+MEMBERS_DIR, VOTES_FILE = "members", "ensemble.json"
+WEIGHT_CHOICES = (1.0, 2.0, 0.5)
+"""Weights tried for each member; equal weights come first, so they win ties."""
+
+
+@dataclass
+class EnsembleConfig:
+    members: str = ""
+    """Comma-separated model directories (kner train or kner benchmark runs) to combine."""
+    threshold_steps: int = 9
+    """Thresholds tried on validation: k / (steps + 1) of the total weight, k = 1 … steps."""
+
+
+def vote(predictions: Sequence[Sequence[Span]], weights: Sequence[float], threshold: float) -> list[Span]:
+    """The spans of one text that ``threshold`` of the total weight voted for, strongest (then
+    longest) first, without overlaps."""
+    votes: dict[Span, float] = defaultdict(float)
+    for spans, weight in zip(predictions, weights):
+        for span in spans:
+            votes[span] += weight
+    need = threshold * sum(weights) - 1e-9
+    kept: list[Span] = []
+    for span in sorted(votes, key=lambda s: (-votes[s], s.start - s.end, s)):
+        if votes[span] >= need and all(span.end <= k.start or k.end <= span.start for k in kept):
+            kept.append(span)
+    return sorted(kept)
+
+
+def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
+           threshold_steps: int) -> tuple[list[float], float]:
+    """The weights (from WEIGHT_CHOICES) and threshold whose votes score the best micro F1 on
+    ``gold``, given each member's predictions for it; the simplest setting wins ties."""
+    thresholds = sorted((k / (threshold_steps + 1) for k in range(1, threshold_steps + 1)), key=lambda t: abs(t - 0.5))
+    best, best_f1 = ([1.0] * len(by_member), 0.5), -1.0
+    for weights in itertools.product(WEIGHT_CHOICES, repeat=len(by_member)):
+        for threshold in thresholds:
+            f1 = score(gold, [vote(spans, weights, threshold) for spans in zip(*by_member)], official=False).f1
+            if f1 > best_f1:
+                best, best_f1 = (list(weights), threshold), f1
+    return best
+
+
+class EnsembleTagger(Tagger):
+    """Saved runs of any families, combined by weighted per-span votes chosen on validation."""
+
+    family = "ensemble"
+    Config = EnsembleConfig
+
+    def __init__(self, config: EnsembleConfig | None = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        self.members: list[Tagger] = []
+        self.member_metrics: list[dict] = []  # each member's own dev figures, kept in its copy
+        self.weights: list[float] = []
+        self.threshold = 0.5
+
+    def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "EnsembleTagger":
+        """Loads the members (nothing is trained) and chooses weights and threshold on ``valid``:
+        equal weights and a majority without it."""
+        import time
+
+        from . import load
+
+        start = time.perf_counter()
+        dirs = [d.strip() for d in self.config.members.split(",") if d.strip()]
+        if len(dirs) < 2:
+            raise ValueError("an ensemble needs at least two member model directories: --members DIR,DIR[,...]")
+        for d in dirs:
+            _check_member(d)
+        self.members = [load(d) for d in dirs]
+        self.member_metrics = [read_meta(d).get("metrics", {}) for d in dirs]
+        self.weights, self.threshold = [1.0] * len(dirs), 0.5
+        if valid:
+            texts = [ex.text for ex in valid]
+            self.weights, self.threshold = choose(valid, [m.predict(texts) for m in self.members],
+                                                  self.config.threshold_steps)
+        self.train_seconds = time.perf_counter() - start
+        return self
+
+    def _predict(self, texts: list[str]) -> list[list[Span]]:
+        if not self.members:
+            raise RuntimeError("this ensemble has no members yet: call fit() or kner.load() first")
+        by_member = [m.predict(texts) for m in self.members]
+        return [vote(spans, self.weights, self.threshold) for spans in zip(*by_member)]
+
+    def _save(self, directory: Path) -> None:
+        if not self.members:
+            raise RuntimeError("cannot save an ensemble without members")
+        names = [f"{i}-{member.family}" for i, member in enumerate(self.members)]
+        shutil.rmtree(directory / MEMBERS_DIR, ignore_errors=True)  # an earlier save's members
+        for name, member, metrics in zip(names, self.members, self.member_metrics):
+            member.save(directory / MEMBERS_DIR / name, metrics=metrics)
+        (directory / VOTES_FILE).write_text(json.dumps(
+            {"members": names, "weights": self.weights, "threshold": self.threshold}, indent=2), encoding="utf-8")
+
+    @classmethod
+    def _load(cls, directory: Path, config: EnsembleConfig) -> "EnsembleTagger":
+        from . import load
+
+        votes = json.loads((directory / VOTES_FILE).read_text(encoding="utf-8"))
+        tagger = cls(config)
+        tagger.members = [load(directory / MEMBERS_DIR / name) for name in votes["members"]]
+        tagger.member_metrics = [read_meta(directory / MEMBERS_DIR / name).get("metrics", {}) for name in votes["members"]]
+        tagger.weights, tagger.threshold = votes["weights"], votes["threshold"]
+        return tagger
+
+
+def _check_member(directory: str) -> None:
+    """Refuse a member whose training saw the sentences the ensemble chooses its weights on, or
+    whose epoch was chosen on the dev set it is reported on."""
+    selection = read_meta(directory).get("provenance", {}).get("selection") or {}
+    if selection.get("on") == "dev":
+        raise ValueError(f"{directory} was selected on dev; an ensemble of it would be optimistic too. "
+                         "Use members selected on validation (kner train's default)")
+    if selection.get("on") == "nothing":
+        raise ValueError(f"{directory} trained on all of train, validation included, so weights chosen on "
+                         "validation would favour it. Use members that held validation out")

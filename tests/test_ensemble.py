@@ -1,0 +1,70 @@
+"""The ensemble family: per-span votes computed by hand, weights chosen on validation, members
+that saw the validation sentences refused, and `kner train ensemble` end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import kner
+from kner.benchmark import model_bytes
+from kner.cli import main
+from kner.models.crf import CRFTagger
+from kner.models.ensemble import EnsembleTagger, choose, vote
+from kner.types import Example, Span
+
+PS, LC, OG = (lambda a, b: Span(a, b, "PS")), (lambda a, b: Span(a, b, "LC")), (lambda a, b: Span(a, b, "OG"))
+
+
+def test_a_span_needs_the_threshold_share_of_the_weight():
+    members = [[PS(0, 3), LC(5, 7)], [PS(0, 3)], [PS(0, 3), OG(5, 7)]]
+    assert vote(members, [1, 1, 1], 0.5) == [PS(0, 3)]  # LC and OG have a third each
+    assert vote(members, [1, 1, 1], 0.3) == [PS(0, 3), LC(5, 7)]  # a tie of LC and OG: the first by order wins
+    assert vote(members, [1, 1, 2], 0.5) == [PS(0, 3), OG(5, 7)]  # OG now has half the weight
+    assert vote(members, [1, 1, 1], 0.9) == [PS(0, 3)] and vote([[], []], [1, 1], 0.5) == []
+
+
+def test_overlapping_candidates_keep_the_stronger_then_the_longer():
+    assert vote([[OG(0, 4)], [OG(0, 4)], [LC(0, 2)]], [1, 1, 1], 0.3) == [OG(0, 4)]
+    assert vote([[OG(0, 4)], [LC(0, 2), PS(2, 4)]], [1, 1], 0.5) == [OG(0, 4)]  # equal votes: the longer span
+    assert vote([[OG(0, 4)], [LC(0, 2), PS(2, 4)]], [1, 2], 0.5) == [LC(0, 2), PS(2, 4)]
+
+
+def test_weights_are_chosen_to_trust_the_member_that_is_right_on_validation():
+    gold = [Example("이순신 장군", (PS(0, 3),)), Example("서울 시청", (LC(0, 2),)), Example("삼성 전자", (OG(0, 2),))]
+    right = [list(ex.spans) for ex in gold]
+    wrong = [[OG(0, 3)], [PS(0, 2)], [LC(0, 2)]]
+    weights, threshold = choose(gold, [right, wrong, wrong], threshold_steps=9)
+    assert [vote(s, weights, threshold) for s in zip(right, wrong, wrong)] == right
+    assert weights[0] > weights[1] and weights[0] > weights[2]
+    assert choose(gold, [right, right], 9) == ([1.0, 1.0], 0.5)  # ties go to the simplest setting
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on", ["dev", "nothing"])
+def test_a_member_that_saw_the_validation_or_was_chosen_on_dev_is_refused(tmp_path, overfit_examples, on):
+    for name in "ab":
+        CRFTagger(max_iterations=5).fit(overfit_examples).save(tmp_path / name)
+    meta = json.loads((tmp_path / "b" / "kner.json").read_text(encoding="utf-8"))
+    meta["provenance"] = {"selection": {"on": on}}
+    (tmp_path / "b" / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ValueError, match="b (was selected on dev|trained on all of train)"):
+        EnsembleTagger(members=f"{tmp_path / 'a'},{tmp_path / 'b'}").fit([], overfit_examples)
+    with pytest.raises(ValueError, match="at least two"):
+        EnsembleTagger(members=str(tmp_path / "a")).fit([], overfit_examples)
+
+
+@pytest.mark.slow
+def test_kner_train_ensemble_combines_validation_selected_runs_and_counts_their_size(tmp_path, klue_dir, capsys):
+    tiny = ["--char-dim", "16", "--bigram-dim", "8", "--eojeol-dim", "4", "--kiwi-dim", "4", "--kiwi-vectors", "4",
+            "--kiwi-vocab", "100", "--hidden", "16", "--max-epochs", "2", "--device", "cpu"]
+    common = ["--data", str(klue_dir), "--train-limit", "120", "--dev-limit", "30"]
+    for seed in ("1", "2"):
+        main(["train", "bilstm-crf", *common, *tiny, "--seed", seed, "--out", str(tmp_path / f"m{seed}")])
+    main(["train", "ensemble", *common, "--members", f"{tmp_path / 'm1'},{tmp_path / 'm2'}", "--out", str(tmp_path / "e")])
+    assert "saved ensemble" in capsys.readouterr().out
+    ensemble = kner.load(tmp_path / "e")
+    assert [m.family for m in ensemble.members] == ["bilstm-crf", "bilstm-crf"] and len(ensemble.weights) == 2
+    assert model_bytes(tmp_path / "e") > model_bytes(tmp_path / "m1") + model_bytes(tmp_path / "m2")
+    meta = json.loads((tmp_path / "e" / "kner.json").read_text(encoding="utf-8"))
+    assert meta["provenance"]["selection"]["on"] == "validation"

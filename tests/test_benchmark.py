@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import kner
-from kner.benchmark import BenchmarkError, _limit, model_bytes, run_benchmark
+from kner.benchmark import BenchmarkError, _limit, model_bytes, peak_rss_mb, run_benchmark
 from kner.data import load_split
 from kner.models.crf import CRFTagger
 from kner.scoring import score
@@ -152,3 +156,18 @@ def test_model_size_counts_what_load_reads_not_checkpoints_or_exports(tmp_path):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "big.bin").write_bytes(b"x" * 5000)
     assert model_bytes(tmp_path) == 110
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")
+def test_peak_memory_counts_live_child_processes(tmp_path):
+    before = peak_rss_mb()
+    ready = tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", f"import pathlib, time; block = bytearray(300 * 2**20); "
+                              f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"])
+    try:
+        while not ready.exists():
+            time.sleep(0.05)
+        assert peak_rss_mb() - before > 250  # a worker pool's memory is the family's too
+    finally:
+        child.kill()
+        child.wait()

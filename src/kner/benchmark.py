@@ -63,6 +63,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 from tqdm import tqdm
 
 from . import data as kdata
@@ -232,19 +233,26 @@ def _child_main(job: dict, answer: str) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB.
+    """This process's peak resident set size so far, plus that of its live child processes (a
+    family's worker pool), in MiB: a sum of peaks, so never less than the peak of the sum.
 
-    Linux: ``VmHWM`` from /proc/self/status, because ``ru_maxrss`` survives exec and so would
-    report the parent's size for a spawned child. Elsewhere ``ru_maxrss`` (macOS counts bytes).
+    Linux: ``VmHWM`` from /proc/PID/status, because ``ru_maxrss`` survives exec and so would
+    report the parent's size for a spawned child. Elsewhere ``ru_maxrss`` (macOS counts bytes),
+    for this process alone.
     """
+    own = _vm_hwm_mb("self")
+    if own is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)
+    return own + sum(_vm_hwm_mb(str(child.pid)) or 0.0 for child in psutil.Process().children(recursive=True))
+
+
+def _vm_hwm_mb(pid: str) -> float | None:
     try:
-        match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-        if match:
-            return int(match.group(1)) / 2**10
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+        match = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    except OSError:  # not Linux, or the child has just exited
+        return None
+    return int(match.group(1)) / 2**10 if match else None
 
 
 def reset_peak_rss() -> bool:
@@ -259,9 +267,10 @@ def reset_peak_rss() -> bool:
 
 def model_bytes(directory: Path) -> int:
     """Apparent size of the files ``kner.load`` reads: those at the top of the model folder, where
-    every family saves; subfolders (a ``kner train`` run's checkpoints/, an onnx/ export) are not
-    the model and are left out."""
-    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+    every family saves, and of an ensemble's member folders; other subfolders (a ``kner train``
+    run's checkpoints/, an onnx/ export) are not the model and are left out."""
+    members = sorted((directory / "members").glob("*/")) if (directory / "members").is_dir() else []
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) + sum(map(model_bytes, members))
 
 
 def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None, str]:
@@ -274,8 +283,6 @@ def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None
 
 def measure_family(job: dict) -> dict:
     """Train or reuse, score and time one family (runs inside the child process)."""
-    import psutil
-
     family, out = job["family"], Path(job["out"])
     cls = models.get(family)
     train_cap, train_source = _limit(job["train_limit"], cls, "train")

@@ -191,6 +191,8 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
                         help="bert models: read raw text (none) or Kiwi morphemes, instead of the saved setting")
     parser.add_argument("--recall-bias", type=float, metavar="B",
                         help="bilstm-crf models: lower the O tag's scores by B before decoding (> 0 trades precision for recall)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="crf models: tag large batches in N processes (0: one per CPU core)")
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict:
@@ -199,7 +201,7 @@ def _given(args: argparse.Namespace, *names: str) -> dict:
 
 
 def _runtime(args: argparse.Namespace) -> dict:
-    return _given(args, "precision", "pretokenize", "recall_bias")
+    return _given(args, "precision", "pretokenize", "recall_bias", "workers")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

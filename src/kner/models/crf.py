@@ -1,6 +1,8 @@
 """A syllable-level linear-chain CRF (python-crfsuite) with features chosen for Korean."""
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..align import bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
+from ..gazetteer import Gazetteer, from_kiwi
 from ..morphology import kiwi
 from ..types import Example, Span
 from .base import Tagger
@@ -38,8 +41,14 @@ class CRFConfig:
     kiwi: bool = True
     """Part-of-speech tags from the Kiwi morphological analyser (more accurate, several times slower
     inference; docs/experiments.md)."""
+    gazetteer: bool = False
+    """Whether each syllable lies in a proper noun of Kiwi's dictionaries, and that name's Wikidata
+    class (kner.gazetteer; the derived table is saved with the model)."""
     min_freq: int = 1
     """Drop features seen fewer times than this in training (crfsuite's feature.minfreq)."""
+    workers: int = 1
+    """Processes that tag a batch of at least PARALLEL_MIN texts (0: one per CPU core): featurising
+    and crfsuite's tagging hold the GIL, so only processes use a second core."""
 
 
 def char_class(ch: str) -> str:
@@ -65,6 +74,7 @@ class Featurizer:
     def __init__(self, config: CRFConfig) -> None:
         self.config = config
         self._kiwi = kiwi() if config.kiwi else None
+        self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
 
     def many(self, texts: list[str]):
         """Features of each text, lazily; Kiwi analyses the whole list on its thread pool."""
@@ -91,6 +101,9 @@ class Featurizer:
         if self._kiwi:
             tags = morpheme_tags(text, tokens)
             cols += [["m=" + t for t in tags], ["m-1=" + t for t in ["^"] + tags[:-1]], ["m+1=" + t for t in tags[1:] + ["$"]]]
+        if cfg.gazetteer:
+            tags = self.gazetteer.tags(text)
+            cols += [["g=" + t for t in tags], ["g-1=" + t for t in ["^"] + tags[:-1]], ["g+1=" + t for t in tags[1:] + ["$"]]]
         return [list(row) for row in zip(*cols)]
 
     @staticmethod
@@ -120,17 +133,36 @@ class Featurizer:
         return cols
 
 
+PARALLEL_MIN = 256
+"""Smaller batches are tagged in the calling process: the hand-over would cost more than it saves."""
+
+_worker: "CRFTagger | None" = None  # the tagger of a worker process
+
+
+def _start_worker(config: CRFConfig, blob: bytes, table: dict[str, str] | None) -> None:
+    global _worker
+    _worker = CRFTagger(config, workers=1)
+    _worker._open(blob)
+    _worker.featurizer.gazetteer = Gazetteer(table) if table is not None else None
+
+
+def _tag_in_worker(texts: list[str]) -> list[list[Span]]:
+    return _worker._predict(texts)
+
+
 class CRFTagger(Tagger):
     """Classic baseline: per-syllable features, IOB2 tags, L-BFGS trained linear-chain CRF."""
 
     family = "crf"
     Config = CRFConfig
     selects = False  # L-BFGS for a fixed number of iterations: nothing to choose on validation
+    runtime_settings = ("workers",)
 
     def __init__(self, config: CRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
         self.featurizer = Featurizer(self.config)
         self._tagger = None
+        self._pool = None
 
     def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "CRFTagger":
         import tempfile
@@ -141,6 +173,8 @@ class CRFTagger(Tagger):
         start = time.perf_counter()
         trainer = pycrfsuite.Trainer(verbose=False)
         train = [ex for ex in train if ex.text]
+        if self.config.gazetteer:
+            self.featurizer.gazetteer = Gazetteer(from_kiwi())
         features = self.featurizer.many([ex.text for ex in train])
         for ex, xseq in tqdm(zip(train, features), total=len(train), desc="crf features", unit="sent", leave=False):
             trainer.append(xseq, spans_to_bio(ex.text, ex.spans))
@@ -168,15 +202,37 @@ class CRFTagger(Tagger):
     def _predict(self, texts: list[str]) -> list[list[Span]]:
         if self._tagger is None:
             raise RuntimeError("this CRF is not trained yet: call fit() or kner.load() first")
+        workers = self.config.workers or os.cpu_count() or 1
+        if workers > 1 and len(texts) >= PARALLEL_MIN:
+            size = -(-len(texts) // (4 * workers))  # a few chunks per worker even out their speeds
+            chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+            return [spans for chunk in self._workers(workers).map(_tag_in_worker, chunks) for spans in chunk]
         return [bio_to_spans(self._tagger.tag(xseq)) for xseq in self.featurizer.many(texts)]
+
+    def _workers(self, n: int):
+        """A pool kept for the tagger's lifetime. Spawned, not forked: a fork would copy Kiwi's
+        thread pool without its threads."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            table = self.featurizer.gazetteer.table if self.featurizer.gazetteer else None
+            self._pool = ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), _start_worker,
+                                             (self.config, self._blob, table))
+            weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
+        return self._pool
 
     def _save(self, directory: Path) -> None:
         if self._tagger is None:
             raise RuntimeError("cannot save an untrained CRF")
         (directory / MODEL_FILE).write_bytes(self._blob)
+        if self.featurizer.gazetteer:
+            self.featurizer.gazetteer.save(directory)
 
     @classmethod
     def _load(cls, directory: Path, config: CRFConfig) -> "CRFTagger":
         tagger = cls(config)
         tagger._open((directory / MODEL_FILE).read_bytes())
+        if config.gazetteer:
+            tagger.featurizer.gazetteer = Gazetteer.load(directory)
         return tagger

@@ -160,10 +160,12 @@ def test_benchmark_shows_constrained_and_unconstrained_decoding_as_rows(trained)
         assert extras[name]["parse_failures"] == 0 and extras[name]["f1"] == 1.0
 
 
-def test_compare_decoding_reports_both_modes(trained):
-    report = compare_decoding(trained, OVERFIT)
+def test_compare_decoding_reports_both_modes_each_at_its_fastest_probed_batch_size(trained):
+    report = compare_decoding(trained, OVERFIT, batch_sizes=(1, 4))
     for mode in ("constrained, per-token", "constrained, one-pass verification", "unconstrained"):
         assert report[mode]["f1"] == 1.0
         assert report[mode]["parse_failures"] == 0
         assert report[mode]["sentences_per_s"] > 0 and report[mode]["generated_tokens_per_s"] > 0
         assert report[mode]["forward_passes_per_sentence"] > 0
+        probe = report[mode]["probe_seconds"]
+        assert set(probe) == {"1", "4"} and probe[str(report[mode]["batch_size"])] == min(probe.values())

@@ -137,6 +137,14 @@ def test_analyse_reads_saved_predictions_and_skips_what_it_cannot_use(tmp_path):
     assert result["models"]["A"]["taxonomy"]["total"]["wrong_boundary"] == 3 and "agreement" not in result
 
 
+def test_a_familys_next_seed_stands_in_for_a_first_run_without_saved_predictions(tmp_path):
+    models = [fake_model("a", 0.5, name="A"), fake_model("a", 0.6, name="A-seed2"), fake_model("a", 0.7, name="A-seed3")]
+    for name in ("A-seed2", "A-seed3"):
+        save_predictions(predictions_path(tmp_path, name), GOLD, PRED["A"])
+    result = analyse(models, GOLD, tmp_path)
+    assert list(result["models"]) == ["A-seed2"] and "no saved dev predictions" in result["skipped"]["A"]
+
+
 def test_report_with_analysis_and_learning_curves_writes_readable_plots(tmp_path):
     result = fake_result()
     result["analysis"] = _analysed(tmp_path / "parts")

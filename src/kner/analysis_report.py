@@ -1,8 +1,8 @@
 """The benchmark report's error analysis and learning curves: saved dev predictions in, tables and plots out.
 
 :func:`save_predictions` runs in each benchmark child; :func:`analyse` in the parent, on the
-saved predictions of each family's first full run (seed runs and train-size runs are left out, so
-every era appears once); :func:`markdown` and :func:`write_plots` render what it returned, as
+saved predictions of each family's first full run that has them (other seeds and train-size runs
+are left out, so every era appears once); :func:`markdown` and :func:`write_plots` render what it returned, as
 :mod:`kner.report` renders the rest, from report.json's dict alone.
 """
 from __future__ import annotations
@@ -61,15 +61,17 @@ def analyse(models: Sequence[dict], dev: Sequence[Example], parts: Path, per_kin
     """Taxonomy, confusion, examples and slices per model and agreement across models, for each
     family's first full run whose predictions were saved; the others are listed under ``skipped``."""
     primary: dict[str, dict] = {}
-    for m in models:
-        if "error" not in m and not m.get("train_size"):
-            primary.setdefault(m["family"], m)
     predictions, skipped = {}, {}
+    for m in models:  # in run order: a family's next seed stands in for a run without predictions
+        name = m.get("name", m["family"])
+        if "error" in m or m.get("train_size") or m["family"] in primary:
+            continue
+        if predictions_path(parts, name).is_file():
+            primary[m["family"]] = m
+        else:
+            skipped[name] = "no saved dev predictions (a part from before the benchmark saved them)"
     for family, m in primary.items():
         name, path = m.get("name", family), predictions_path(parts, m.get("name", family))
-        if not path.is_file():
-            skipped[name] = "no saved dev predictions (a part from before the benchmark saved them)"
-            continue
         try:
             predictions[name] = load_predictions(path, dev)
         except ValueError as exc:
@@ -197,7 +199,7 @@ def markdown(result: dict, files: dict[str, str]) -> str:
     if not a or not (a["models"] or a["skipped"]):
         return "\n".join(parts)
     parts += ["## Error analysis", "",
-              "Each family's first full run on dev (seed and train-size runs left out). Gold and predicted entities "
+              "Each family's first full run on dev with saved predictions (other seeds and train-size runs left out). Gold and predicted entities "
               "are paired one to one (`kner.analysis.match_spans`): same span and type is correct; same span, other "
               "type is a wrong type; overlapping spans are a wrong boundary (same type) or wrong type and boundary; "
               "the rest are missed (gold) or spurious (predicted).", ""]

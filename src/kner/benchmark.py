@@ -269,7 +269,7 @@ def model_bytes(directory: Path) -> int:
     """Apparent size of the files ``kner.load`` reads: those at the top of the model folder, where
     every family saves, and of an ensemble's member folders; other subfolders (a ``kner train``
     run's checkpoints/, an onnx/ export) are not the model and are left out."""
-    members = sorted((directory / "members").glob("*/")) if (directory / "members").is_dir() else []
+    members = [p for p in (directory / "members").glob("*") if p.is_dir()]
     return sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) + sum(map(model_bytes, members))
 
 
@@ -377,10 +377,11 @@ def _reuse(model_dir: Path, family: str, overrides: dict) -> tuple[Tagger, int |
 
 def _with_checkpoints(cls: type[Tagger], job: dict, out: Path) -> dict:
     overrides = dict(job["overrides"])
-    if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.Config)}:
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if "checkpoint_dir" in fields:
         # Kept beside, not inside, the model folder so they do not count towards its size.
         overrides.setdefault("checkpoint_dir", str(out / "checkpoints" / job["name"]))
-        if job.get("resume") and "resume" in {f.name for f in dataclasses.fields(cls.Config)}:
+        if job.get("resume") and "resume" in fields:
             overrides.setdefault("resume", True)  # an interrupted family continues from its last epoch
     return overrides
 

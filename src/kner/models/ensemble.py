@@ -86,10 +86,11 @@ class EnsembleTagger(Tagger):
         dirs = [d.strip() for d in self.config.members.split(",") if d.strip()]
         if len(dirs) < 2:
             raise ValueError("an ensemble needs at least two member model directories: --members DIR,DIR[,...]")
-        for d in dirs:
-            _check_member(d)
+        metas = [read_meta(d) for d in dirs]
+        for d, meta in zip(dirs, metas):
+            _check_member(d, meta)
         self.members = [load(d) for d in dirs]
-        self.member_metrics = [read_meta(d).get("metrics", {}) for d in dirs]
+        self.member_metrics = [meta.get("metrics", {}) for meta in metas]
         self.weights, self.threshold = [1.0] * len(dirs), 0.5
         if valid:
             texts = [ex.text for ex in valid]
@@ -126,10 +127,10 @@ class EnsembleTagger(Tagger):
         return tagger
 
 
-def _check_member(directory: str) -> None:
-    """Refuse a member whose training saw the sentences the ensemble chooses its weights on, or
-    whose epoch was chosen on the dev set it is reported on."""
-    selection = read_meta(directory).get("provenance", {}).get("selection") or {}
+def _check_member(directory: str, meta: dict) -> None:
+    """Refuse a member (its ``kner.json`` in ``meta``) whose training saw the sentences the ensemble
+    chooses its weights on, or whose epoch was chosen on the dev set it is reported on."""
+    selection = meta.get("provenance", {}).get("selection") or {}
     if selection.get("on") == "dev":
         raise ValueError(f"{directory} was selected on dev; an ensemble of it would be optimistic too. "
                          "Use members selected on validation (kner train's default)")

@@ -7,9 +7,9 @@ import json
 import matplotlib.image
 import pytest
 
-from kner import analysis
+from kner import analysis, benchmark
 from kner.analysis_report import analyse, load_predictions, predictions_path, save_predictions
-from kner.benchmark import _jobs, run_benchmark
+from kner.benchmark import BenchmarkError, _jobs, run_benchmark
 from kner.cli import build_parser
 from kner.data import load_split, prepare_splits
 from kner.report import aggregate_seeds, render_markdown, write_report
@@ -215,6 +215,24 @@ def test_tiny_crf_learning_curve_and_analysis_end_to_end(tmp_path, klue_dir):
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Learning curves" in md and "](learning_curves.png)" in md and "### Error kinds" in md
     assert (tmp_path / "learning_curves.png").stat().st_size > 0 and not list((tmp_path / "parts").glob(".*"))
+
+
+def test_learning_curves_can_leave_a_slow_family_out(tmp_path, klue_dir, monkeypatch):
+    ran = []
+
+    def record(job):
+        ran.append(job["name"])
+        return {"family": job["family"], "name": job["name"], "error": "not run in this test"}
+
+    monkeypatch.setattr(benchmark, "_run_in_child", record)
+    with pytest.raises(BenchmarkError):
+        run_benchmark(["crf", "bilstm-crf"], str(klue_dir), tmp_path, train_limit=300, dev_limit=40,
+                      train_sizes=(100, 200), curve_families=["crf"])
+    assert ran == ["crf", "crf-n100", "crf-n200", "bilstm-crf"]
+    with pytest.raises(ValueError, match="bert, which is not benchmarked"):
+        run_benchmark(["crf"], str(klue_dir), tmp_path, train_sizes=(100,), curve_families=["bert"])
+    args = build_parser().parse_args(["benchmark", "--models", "crf,bert", "--out", "o", "--curve-models", "crf"])
+    assert args.curve_models == "crf"
 
 
 def test_train_sizes_flag_parses_counts_and_all():

@@ -72,6 +72,7 @@ def test_sizes_counts_and_speed_figures(bench):
     assert speed["train_seconds"] > 0
     assert m["memory"]["peak_rss_mb"] >= m["memory"]["baseline_rss_mb"] > 0
     assert 0 < m["memory"]["predict_peak_rss_mb"] <= m["memory"]["peak_rss_mb"]  # Linux resets the peak
+    assert 0 < m["memory"]["train_peak_rss_mb"] <= m["memory"]["peak_rss_mb"]  # trained in a process of its own
     assert m["history"] == [] and "extras" not in m
 
 
@@ -100,7 +101,7 @@ def test_reuse_keeps_the_saved_model_and_its_training_time(bench, tmp_path, klue
     assert {k: after[k] for k in ("config", "history", "train_seconds", "saved_at")} == \
         {k: before[k] for k in ("config", "history", "train_seconds", "saved_at")}
     assert after["metrics"]["speed"]["sentences_per_second"] == m["speed"]["sentences_per_second"]
-    assert m["reused"] and m["n_train"] == 200
+    assert m["reused"] and m["n_train"] == 200 and "train_peak_rss_mb" not in m["memory"]
     assert m["speed"]["train_seconds"] == before["train_seconds"]
     assert "crf (reused)" in (out / "report.md").read_text(encoding="utf-8")
 

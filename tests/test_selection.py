@@ -91,7 +91,7 @@ def test_no_dev_sentence_reaches_fit_from_the_benchmark_unless_only_monitored(kl
                 "monitor_dev": True}
     (job,) = benchmark._jobs("bilstm-crf", None, {}, 1, settings)
     with pytest.raises(stop):
-        benchmark.measure_family(job)
+        benchmark.train_family(job)
     dev = load_split("dev", klue_dir, limit=200)
     assert {ex.text for ex in dev}.isdisjoint(ex.text for ex in seen["train"] + seen["valid"])
     assert seen["monitor"] == dev  # scored for the record only (EpochSelector never chooses on it)

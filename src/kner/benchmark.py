@@ -13,8 +13,9 @@ folder holds a ``kner.json``), scores it on dev with :func:`kner.scoring.score`,
 - single-sentence latency: ``predict([text])`` for ``latency_samples`` dev sentences spread
   evenly over the slice, p50 and p95 in milliseconds;
 - size on disk: the apparent size of every file in the saved model folder;
-- peak RSS of the child (its high-water mark at the end: data loading, training and
-  evaluation together), and the peak CUDA memory when the family used torch on a GPU.
+- peak RSS: training runs in one child and the measurements in a second one that loads the saved
+  model, so the figure while predicting holds nothing training left behind; the overall peak is
+  the larger of the two children's, and the peak CUDA memory when the family used torch on a GPU.
 
 The dev scores and speed figures (with a one-line machine description) are also written into
 the model folder's ``kner.json`` under ``metrics``, so its model card (``kner push``) can show
@@ -88,18 +89,23 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
                   reuse: bool = True, repeats: int = 3, latency_samples: int = 200, recipe: dict | None = None,
                   seeds: int | dict[str, int] = 1, resume: bool = False, select_on: str = "validation",
                   valid_fraction: float = kdata.VALID_FRACTION, monitor_dev: bool = False,
-                  train_sizes: Sequence[int] = ()) -> dict:
+                  train_sizes: Sequence[int] = (), curve_families: Sequence[str] | None = None) -> dict:
     """Benchmark ``families`` and write ``OUT/report.md``, ``OUT/report.json`` and PNG plots.
 
     Each family's settings are its defaults under the ``recipe`` under ``overrides``; a family
     with a ``seed`` setting is trained ``seeds`` times (seed, seed+1, ...; a dict gives a number per
-    family, 1 for the others); ``train_sizes`` adds learning-curve runs. Every finished run is
+    family, 1 for the others); ``train_sizes`` adds learning-curve runs (for ``curve_families``
+    only, when given, so a slow family can stay out of them). Every finished run is
     kept in ``OUT/parts/``, so ``resume`` completes an interrupted benchmark with the rest.
     Returns the report as a dict (the content of report.json). Raises :class:`BenchmarkError`
     after writing the report if any run failed.
     """
     overrides = overrides or {}
     _check_arguments(families, overrides, repeats, latency_samples, seeds, train_sizes)
+    curve_families = families if curve_families is None else list(curve_families)
+    if set(curve_families) - set(families):
+        raise ValueError(f"learning curves asked for {', '.join(sorted(set(curve_families) - set(families)))}, "
+                         "which is not benchmarked; name it in the models too")
     kdata.load_split("dev", data, limit=1)  # a wrong --data fails here, before any child starts
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -108,11 +114,13 @@ def run_benchmark(families: list[str], data: str | None, out: str | Path, *, tra
                 "train_limit": train_limit, "dev_limit": dev_limit, "repeats": repeats,
                 "latency_samples": latency_samples, "reuse": reuse, "recipe": recipe and recipe["name"],
                 "seeds": seeds, "select_on": select_on, "valid_fraction": valid_fraction, "monitor_dev": monitor_dev,
-                "train_sizes": sorted(set(train_sizes)), "resume": resume}
+                "train_sizes": sorted(set(train_sizes)), "curve_families": curve_families if train_sizes else [],
+                "resume": resume}
     jobs = [job for family in families
             for job in _jobs(family, recipe, overrides.get(family, {}),
                              seeds if isinstance(seeds, int) else seeds.get(family, 1),
-                             {**settings, "data": data, "out": str(out)}, train_sizes)]
+                             {**settings, "data": data, "out": str(out)},
+                             train_sizes if family in curve_families else ())]
     results = []
     for i, job in enumerate(jobs, 1):
         part = out / "parts" / f"{job['name']}.json"
@@ -206,10 +214,21 @@ def _check_arguments(families: list[str], overrides: dict, repeats: int, latency
 
 
 def _run_in_child(job: dict) -> dict:
-    """Run :func:`measure_family` in a fresh interpreter; its answer comes back through a file."""
+    """Train (unless the model folder holds one to reuse) in one fresh interpreter, then load the
+    saved model and measure it in another: prediction's memory then holds no training leftovers."""
+    trained = None
+    if not (job["reuse"] and (Path(job["out"]) / "models" / job["name"] / META_FILE).is_file()):
+        trained = _in_child(train_family, job)
+        if "error" in trained:
+            return trained
+    return _in_child(measure_family, job, trained)
+
+
+def _in_child(target, job: dict, *args) -> dict:
+    """``target(job, *args)`` in a spawned process; its answer comes back through a file."""
     answer = Path(job["out"]) / f".{job['name']}.result.json"
     answer.unlink(missing_ok=True)
-    child = multiprocessing.get_context("spawn").Process(target=_child_main, args=(job, str(answer)),
+    child = multiprocessing.get_context("spawn").Process(target=_child_main, args=(target, job, args, str(answer)),
                                                          name=f"kner-benchmark-{job['name']}")
     child.start()
     child.join()
@@ -223,9 +242,9 @@ def _run_in_child(job: dict) -> dict:
     return result
 
 
-def _child_main(job: dict, answer: str) -> None:
+def _child_main(target, job: dict, args: tuple, answer: str) -> None:
     try:
-        result = measure_family(job)
+        result = target(job, *args)
     except Exception as exc:  # recorded in the report, and the traceback goes to the log
         traceback.print_exc()
         result = {"family": job["family"], "name": job["name"], "error": f"{type(exc).__name__}: {exc}"}
@@ -281,27 +300,39 @@ def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None
     return None, "full split"
 
 
-def measure_family(job: dict) -> dict:
-    """Train or reuse, score and time one family (runs inside the child process)."""
-    family, out = job["family"], Path(job["out"])
-    cls = models.get(family)
+def _splits(job: dict) -> tuple[kdata.Splits, str, str]:
+    cls = models.get(job["family"])
     train_cap, train_source = _limit(job["train_limit"], cls, "train")
     dev_cap, dev_source = _limit(job["dev_limit"], cls, "dev")
     splits = kdata.prepare_splits(job["data"], train_cap, dev_cap, job["select_on"], job["valid_fraction"],
                                   hold_out=cls.selects)
+    return splits, train_source, dev_source
+
+
+def train_family(job: dict) -> dict:
+    """Train one family and save it to ``OUT/models/<name>`` (runs inside the first child process)."""
+    cls, out = models.get(job["family"]), Path(job["out"])
+    splits, _, _ = _splits(job)
+    tagger = cls(**_with_checkpoints(cls, job, out))
+    tagger.provenance = {"selection": splits.selection, "recipe": job["recipe"]}
+    if job["monitor_dev"] and job["select_on"] != "dev":
+        tagger.monitor = splits.dev
+    _train(tagger, splits)
+    _save(tagger, out / "models" / job["name"], {"n_train": len(splits.train), "n_valid": len(splits.valid)})
+    return {"train_peak_rss_mb": peak_rss_mb(), **{f"train_{k}": v for k, v in _gpu_peak().items()}}
+
+
+def measure_family(job: dict, trained: dict | None = None) -> dict:
+    """Load, score and time one family's saved model (runs inside the second child process);
+    ``trained`` is what :func:`train_family` answered when this run trained it, else it was reused."""
+    family, out = job["family"], Path(job["out"])
+    cls = models.get(family)
+    splits, train_source, dev_source = _splits(job)
     dev = splits.dev
     baseline_rss = psutil.Process().memory_info().rss / 2**20
-
     model_dir = out / "models" / job["name"]
-    reused = job["reuse"] and (model_dir / META_FILE).is_file()
-    if reused:
-        tagger, n_train = _reuse(model_dir, family, job["overrides"])
-    else:
-        tagger = cls(**_with_checkpoints(cls, job, out))
-        tagger.provenance = {"selection": splits.selection, "recipe": job["recipe"]}
-        if job["monitor_dev"] and job["select_on"] != "dev":
-            tagger.monitor = dev
-        tagger, n_train = _train(tagger, splits), len(splits.train)
+    reused = trained is None
+    tagger, n_train = _reuse(model_dir, family, job["overrides"])
     texts = [ex.text for ex in dev]
     repeats = min(job["repeats"], cls.benchmark_limits.get("repeats", job["repeats"]))
     latency_samples = min(job["latency_samples"], cls.benchmark_limits.get("latency_samples", job["latency_samples"]))
@@ -319,8 +350,6 @@ def measure_family(job: dict) -> dict:
     save_predictions(predictions_path(out / "parts", job["name"]), dev, predicted)
     metrics = {k: scores[k] for k in METRIC_KEYS}
 
-    if not reused:
-        _save(tagger, model_dir, {**metrics, "n_train": n_train, "n_valid": len(splits.valid), "n_dev": len(dev)})
     latencies = _latencies(tagger, texts, latency_samples, family)
     extras = _extras(tagger, dev)
     median = statistics.median(seconds)
@@ -348,8 +377,9 @@ def measure_family(job: dict) -> dict:
             "latency_p50_ms": float(np.percentile(latencies, 50)),
             "latency_p95_ms": float(np.percentile(latencies, 95)),
         },
-        "memory": {"peak_rss_mb": max(peak_total, peak_rss_mb()), "predict_peak_rss_mb": predict_peak,
-                   "baseline_rss_mb": baseline_rss, **_gpu_peak()},
+        "memory": {"peak_rss_mb": max(peak_total, peak_rss_mb(), (trained or {}).get("train_peak_rss_mb", 0.0)),
+                   "predict_peak_rss_mb": predict_peak, "baseline_rss_mb": baseline_rss,
+                   **(trained or {}), **_gpu_peak()},
     }
     if extras is not None:
         result["extras"] = extras
@@ -447,4 +477,4 @@ def _gpu_peak() -> dict:
     return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
-__all__ = ["BenchmarkError", "model_bytes", "measure_family", "peak_rss_mb", "run_benchmark"]
+__all__ = ["BenchmarkError", "model_bytes", "measure_family", "peak_rss_mb", "run_benchmark", "train_family"]

@@ -122,6 +122,8 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
                        help="learning curves: also train each family on the first N training sentences for each N "
                             "(validation held out of them as usual), e.g. 1000,2000,5000,10000,all; the full run "
                             "('all') is always the last point")
+    bench.add_argument("--curve-models", metavar="FAMILY,...", help="learning curves for these families only "
+                       "(default: every benchmarked family)")
     _selection_flags(bench)
 
     res = sub.add_parser("results", help="print the README's results table from a benchmark's report.json")
@@ -312,7 +314,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
                       overrides=overrides, reuse=not args.retrain, repeats=args.repeats,
                       recipe=krecipe.load(args.recipe) if args.recipe else None, seeds=args.seeds,
                       resume=args.resume, select_on=args.select_on, valid_fraction=args.valid_fraction,
-                      monitor_dev=args.monitor_dev, train_sizes=args.train_sizes)
+                      monitor_dev=args.monitor_dev, train_sizes=args.train_sizes,
+                      curve_families=args.curve_models and [m.strip() for m in args.curve_models.split(",")])
     except BenchmarkError as exc:
         raise SystemExit(f"kner benchmark: {exc} (see {Path(args.out) / 'report.md'})") from exc
     print(f"wrote {Path(args.out) / 'report.md'}")

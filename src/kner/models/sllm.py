@@ -363,19 +363,21 @@ DECODINGS = {"constrained, per-token": (True, 0), "constrained, one-pass verific
 
 
 BATCH_SIZES = (8, 16, 32, 64)
-"""Batch sizes :func:`compare_decoding` tries for each decoding, on its first PROBE_SENTENCES."""
+"""Batch sizes :func:`compare_decoding` tries for each decoding, on PROBE_SENTENCES spread over its examples."""
 PROBE_SENTENCES = 64
 
 
 def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_sizes: Sequence[int] = BATCH_SIZES) -> dict:
     """F1 (:func:`kner.scoring.score`), outputs needing repair, sentences/s, generated tokens/s and
     forward passes per sentence of each of :data:`DECODINGS` on the same examples, in one run, each
-    at the batch size that decoded a probe of the first examples fastest (the speed-ups of the
-    two methods peak at different batch sizes)."""
+    at the batch size that decoded a probe of examples spread evenly over them fastest (the
+    speed-ups of the two methods peak at different batch sizes; the first examples alone may be
+    longer or shorter than the rest)."""
     examples = [ex for ex in examples if ex.text.strip()]
     texts = [ex.text for ex in examples]
     tagger.model.eval()
     out = {"n_sentences": len(texts), "device": str(tagger.device)}
+    sample = texts[::max(1, len(texts) // PROBE_SENTENCES)][:PROBE_SENTENCES]
 
     def timed(subset: list[str], constrained: bool, draft: int, batch_size: int):
         start = time.perf_counter()
@@ -386,7 +388,7 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
         tagger._generate(texts[:2], True, tagger.config.draft_tokens)  # warm-up
         for name, (constrained, draft) in DECODINGS.items():
             draft = tagger.config.draft_tokens if draft is None else draft
-            probe = {bs: timed(texts[:PROBE_SENTENCES], constrained, draft, bs)[0] for bs in batch_sizes}
+            probe = {bs: timed(sample, constrained, draft, bs)[0] for bs in batch_sizes}
             batch_size = min(probe, key=probe.get)
             seconds, (spans, failures, tokens, forwards) = timed(texts, constrained, draft, batch_size)
             out[name] = {"f1": score(examples, spans).f1, "parse_failures": failures, "seconds": round(seconds, 2),

@@ -256,7 +256,11 @@ def _plot_learning(plt, curves: dict[str, list[dict]]):
     size_ax.set(xscale="log", xlabel="training sentences (log scale)", ylabel="dev micro F1",
                 title="F1 against training data")
     time_ax.set(xscale="log", xlabel="training time, seconds (log scale)", title="F1 against training time")
-    size_ax.set_xticks(sorted({p["n_train"] for points in curves.values() for p in points}))  # the sizes trained
+    ticks: list[int] = []
+    for n in sorted(p["train_size"] or p["n_train"] for points in curves.values() for p in points):
+        if not ticks or n > ticks[-1] * 1.15:  # one label per size asked for: 944 and 1,000 would overprint
+            ticks.append(n)
+    size_ax.set_xticks(ticks)
     for ax in (size_ax, time_ax):
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 5,000 rather than 5×10³
         ax.xaxis.set_minor_formatter(NullFormatter())

@@ -217,7 +217,7 @@ def _run_in_child(job: dict) -> dict:
     """Train (unless the model folder holds one to reuse) in one fresh interpreter, then load the
     saved model and measure it in another: prediction's memory then holds no training leftovers."""
     trained = None
-    if not (job["reuse"] and (Path(job["out"]) / "models" / job["name"] / META_FILE).is_file()):
+    if not (job["reuse"] and (_model_dir(job) / META_FILE).is_file()):
         trained = _in_child(train_family, job)
         if "error" in trained:
             return trained
@@ -300,6 +300,10 @@ def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None
     return None, "full split"
 
 
+def _model_dir(job: dict) -> Path:
+    return Path(job["out"]) / "models" / job["name"]
+
+
 def _splits(job: dict) -> tuple[kdata.Splits, str, str]:
     cls = models.get(job["family"])
     train_cap, train_source = _limit(job["train_limit"], cls, "train")
@@ -318,7 +322,7 @@ def train_family(job: dict) -> dict:
     if job["monitor_dev"] and job["select_on"] != "dev":
         tagger.monitor = splits.dev
     _train(tagger, splits)
-    _save(tagger, out / "models" / job["name"], {"n_train": len(splits.train), "n_valid": len(splits.valid)})
+    _save(tagger, _model_dir(job), {"n_train": len(splits.train), "n_valid": len(splits.valid)})
     return {"train_peak_rss_mb": peak_rss_mb(), **{f"train_{k}": v for k, v in _gpu_peak().items()}}
 
 
@@ -330,8 +334,8 @@ def measure_family(job: dict, trained: dict | None = None) -> dict:
     splits, train_source, dev_source = _splits(job)
     dev = splits.dev
     baseline_rss = psutil.Process().memory_info().rss / 2**20
-    model_dir = out / "models" / job["name"]
-    reused = trained is None
+    model_dir = _model_dir(job)
+    reused, trained = trained is None, trained or {}
     tagger, n_train = _reuse(model_dir, family, job["overrides"])
     texts = [ex.text for ex in dev]
     repeats = min(job["repeats"], cls.benchmark_limits.get("repeats", job["repeats"]))
@@ -377,9 +381,8 @@ def measure_family(job: dict, trained: dict | None = None) -> dict:
             "latency_p50_ms": float(np.percentile(latencies, 50)),
             "latency_p95_ms": float(np.percentile(latencies, 95)),
         },
-        "memory": {"peak_rss_mb": max(peak_total, peak_rss_mb(), (trained or {}).get("train_peak_rss_mb", 0.0)),
-                   "predict_peak_rss_mb": predict_peak, "baseline_rss_mb": baseline_rss,
-                   **(trained or {}), **_gpu_peak()},
+        "memory": {"peak_rss_mb": max(peak_total, peak_rss_mb(), trained.get("train_peak_rss_mb", 0.0)),
+                   "predict_peak_rss_mb": predict_peak, "baseline_rss_mb": baseline_rss, **trained, **_gpu_peak()},
     }
     if extras is not None:
         result["extras"] = extras

@@ -342,14 +342,3 @@ def test_a_model_trained_with_device_cuda_loads_on_a_machine_without_a_gpu(tmp_p
     assert loaded.device.type == "cpu" and loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
     with pytest.raises(ValueError, match="sees no GPU"):
         kner.load(path, device="cuda")  # asked for explicitly, it is refused with the fix
-
-
-@pytest.mark.parametrize("has_bf16", [True, False])
-def test_auto_precision_on_a_cpu_is_bf16_only_where_the_family_measured_it_and_the_cpu_has_it(monkeypatch, has_bf16):
-    from kner.models import hf_common
-
-    monkeypatch.setattr(hf_common, "cpu_has_bf16", lambda: has_bf16)
-    cpu = torch.device("cpu")
-    assert hf_common.pick_precision("auto", cpu, cpu_bf16=True) == ("bf16" if has_bf16 else "fp32")
-    assert hf_common.pick_precision("auto", cpu) == "fp32"  # a family that did not measure a gain
-    assert hf_common.pick_precision("fp32", cpu, cpu_bf16=True) == "fp32"  # asked for by name

@@ -49,16 +49,16 @@ def test_export_keeps_batch_and_sequence_dynamic_and_records_its_check(exported_
     assert record["check_max_abs_diff"] < 1e-3
 
 
-def test_onnx_predicts_the_same_spans_as_torch_for_every_text(exported_run, texts):
-    torch_spans = load(exported_run).predict(texts)
+def test_onnx_predicts_the_same_spans_as_torch_in_fp32_for_every_text(exported_run, texts):
+    torch_spans = load(exported_run, precision="fp32").predict(texts)
     onnx_spans = load_onnx(exported_run).predict(texts)
     assert onnx_spans == torch_spans
     assert onnx_spans[: len(OVERFIT)] == [sorted(ex.spans) for ex in OVERFIT]  # a trained model, not a blank one
 
 
-def test_compare_backends_reports_both_timings_and_identical_spans(exported_run, texts):
-    result = compare_backends(exported_run, texts, repeats=2)
-    assert result["identical_spans"] and result["texts_with_different_spans"] == 0
+def test_compare_backends_reports_both_timings_and_identical_spans_in_fp32(exported_run, texts):
+    result = compare_backends(exported_run, texts, repeats=2, precision="fp32")
+    assert result["torch_precision"] == "fp32" and result["identical_spans"] and result["texts_with_different_spans"] == 0
     assert len(result["torch_seconds"]) == len(result["onnx_seconds"]) == 2 and result["n_texts"] == len(texts)
     assert result["onnx_speedup"] == result["torch_median_seconds"] / result["onnx_median_seconds"]
 

@@ -140,13 +140,15 @@ def compare_with_pipeline(tagger: BertTagger, texts: Sequence[str], pipeline_bat
 
 
 def compare_backends(run_dir: str | Path, texts: Sequence[str], repeats: int = 5,
-                     onnx_path: str | Path | None = None) -> dict:
-    """Time ``predict(texts)`` with torch and with onnxruntime (passes alternate; medians) and
-    check that both give the same spans. Exports first when the run has no ONNX file yet."""
+                     onnx_path: str | Path | None = None, precision: str | None = None) -> dict:
+    """Time ``predict(texts)`` with torch (in ``precision``, default the run's) and with
+    onnxruntime (fp32), passes alternating, medians; and count the texts whose spans differ.
+    Exports first when the run has no ONNX file yet."""
     run_dir = Path(run_dir)
     if onnx_path is None and not (run_dir / ONNX_SUBDIR / ONNX_FILE).is_file():
         export_onnx(run_dir)
-    torch_tagger, onnx_tagger = load(run_dir), load_onnx(run_dir, onnx_path)
+    torch_tagger = load(run_dir, **({"precision": precision} if precision else {}))
+    onnx_tagger = load_onnx(run_dir, onnx_path)
     texts = list(texts)
     for tagger in (torch_tagger, onnx_tagger):
         tagger.predict(texts[:16])  # lazy initialisation stays out of the timings
@@ -158,7 +160,7 @@ def compare_backends(run_dir: str | Path, texts: Sequence[str], repeats: int = 5
             seconds[name].append(took)
     torch_median, onnx_median = statistics.median(seconds["torch"]), statistics.median(seconds["onnx"])
     return {
-        "n_texts": len(texts), "repeats": repeats,
+        "n_texts": len(texts), "repeats": repeats, "torch_precision": torch_tagger.precision,
         "torch_seconds": seconds["torch"], "onnx_seconds": seconds["onnx"],
         "torch_median_seconds": torch_median, "onnx_median_seconds": onnx_median,
         "onnx_speedup": torch_median / onnx_median,
@@ -176,7 +178,7 @@ def benchmark_extras(tagger: BertTagger, dev: list[Example]) -> dict:
     pipe = compare_with_pipeline(tagger, texts)
     with tempfile.TemporaryDirectory() as tmp:
         tagger.save(tmp)
-        onnx = compare_backends(tmp, texts)
+        onnx = compare_backends(tmp, texts, precision=tagger.precision)
     n, reps = len(texts), onnx["repeats"]
     # Each comparison times kner's torch predict alongside its rivals; a ratio is to that pairing's torch row.
     rows = {f"kner predict, torch, {pipe['precision']} (median of {pipe['repeats']}, taking turns with the pipeline)": {

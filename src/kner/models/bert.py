@@ -74,7 +74,9 @@ class BertTaggerConfig:
     group_by_length: bool = True
     """Batch windows of similar length together (less padding, faster epochs)."""
     precision: str = "auto"
-    """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."""
+    """auto: bf16 (fp16 where unsupported) on a GPU; on a CPU, fp32 training and bf16 inference where
+    the CPU has bf16 instructions (AVX512-BF16 or AMX; same F1, faster: docs/experiments.md), else
+    fp32. fp32, bf16 or fp16 (GPU only) set both."""
     predict_batch_size: int = 32
     """Windows per inference batch (sorted by length, so little padding)."""
     constrained: bool = True
@@ -218,7 +220,8 @@ class BertTagger(Tagger):
         if not 0 <= self.config.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.config.warmup_ratio}")
         self.device = hf_common.pick_device(self.config.device)
-        self.precision = hf_common.pick_precision(self.config.precision, self.device)
+        self.precision = hf_common.pick_precision(self.config.precision, self.device, cpu_bf16=True)
+        self.train_precision = hf_common.pick_precision(self.config.precision, self.device)  # bf16 training on a CPU is unmeasured
         self.tags = bio_labels(self.labels)
         self.model = None
         self.tokenizer = None
@@ -330,7 +333,7 @@ class BertTagger(Tagger):
                     num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                     lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="epoch", eval_strategy="no",
                     save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
-                    fp16=self.precision == "fp16", bf16=self.precision == "bf16",
+                    fp16=self.train_precision == "fp16", bf16=self.train_precision == "bf16",
                     train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                     ddp_find_unused_parameters=False, disable_tqdm=not is_main_process())
                 selector = EpochSelector(self, valid)

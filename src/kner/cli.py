@@ -73,7 +73,7 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model family and save a self-describing run directory")
     fam = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
     for name in models.names():
-        p = fam.add_parser(name, help=f"train a {name} model")
+        p = fam.add_parser(name, help=f"train a model of the {name} family")
         _data_flags(p)
         p.add_argument("--out", required=True, help="run directory to write")
         p.add_argument("--train-limit", type=int, help="use only the first N training sentences")

@@ -88,9 +88,8 @@ class SLLMConfig:
     seed: int = 42
     """Seed for LoRA initialisation, dropout and shuffling."""
     precision: str = "auto"
-    """auto: bf16 (fp16 where unsupported) on a GPU; on a CPU, fp32 training and bf16 inference where
-    the CPU has bf16 instructions (AVX512-BF16 or AMX; same F1, faster: docs/experiments.md), else
-    fp32. fp32, bf16 or fp16 (GPU only) set both."""
+    """auto (bf16 or fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16. Not bf16 on a CPU by default:
+    it changes enough outputs to move F1 by more than 0.002 (docs/experiments.md)."""
     device: str = "auto"
     """cpu, cuda or auto."""
     num_threads: int = 0
@@ -111,8 +110,7 @@ class SLLMTagger(Tagger):
         if self.config.max_chars < 1:
             raise ValueError(f"max_chars must be at least 1, not {self.config.max_chars}")
         self.device = hf_common.pick_device(self.config.device)
-        self.precision = hf_common.pick_precision(self.config.precision, self.device, cpu_bf16=True)
-        self.train_precision = hf_common.pick_precision(self.config.precision, self.device)  # bf16 training on a CPU is unmeasured
+        self.precision = hf_common.pick_precision(self.config.precision, self.device)
         self.model = None
         self.tokenizer = None
         self.table: TokenTable | None = None
@@ -209,7 +207,7 @@ class SLLMTagger(Tagger):
         tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=local)
         # Frozen LoRA base weights can live in half precision on a GPU; trained weights stay fp32
         # (the Trainer's autocast runs the matmuls in bf16/fp16).
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train_precision) if cfg.lora else None
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision) if cfg.lora else None
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, local_files_only=local, dtype=half or torch.float32)
         return tokenizer, model
 
@@ -240,7 +238,7 @@ class SLLMTagger(Tagger):
                     num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                     lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="no", eval_strategy="no",
                     save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
-                    fp16=self.train_precision == "fp16", bf16=self.train_precision == "bf16", remove_unused_columns=False,
+                    fp16=self.precision == "fp16", bf16=self.precision == "bf16", remove_unused_columns=False,
                     train_sampling_strategy="group_by_length", disable_tqdm=False)
                 selector = EpochSelector(self, valid)
                 epochs = _EpochLog(self, selector)

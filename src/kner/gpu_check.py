@@ -244,7 +244,7 @@ def bert_epoch(prepared: Path, plan: Plan, device: str, tmp: Path) -> dict:
     windows = sum(len(enc.wins) for enc in tagger.encoder.encode([ex.text for ex in train]))
     epoch = tagger.history[0].seconds
     return {"train_sentences": len(train), "windows": windows, "steps": math.ceil(windows / 32),
-            "precision": tagger.precision, "tokenizer_vocab": len(tokenizer), "epoch_seconds": _sig(epoch),
+            "precision": tagger.train_precision, "tokenizer_vocab": len(tokenizer), "epoch_seconds": _sig(epoch),
             "fit_seconds": _sig(fit_seconds), "windows_per_s": round(windows / epoch, 1),
             "rtx3090_epoch_seconds": RTX3090_BERT_EPOCH_S, "speedup_vs_rtx3090": round(RTX3090_BERT_EPOCH_S / epoch, 2)}
 

@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from kner import data as kdata
 from kner import models
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON lines file to append to")
     parser.add_argument("--train-limit", type=int)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over dev; the median is reported")
+    parser.add_argument("--save", metavar="DIR", help="also save each variant's model to DIR/NAME (for an ensemble)")
     args = parser.parse_args()
     splits = kdata.prepare_splits(args.data, args.train_limit)
     texts = [ex.text for ex in splits.dev]
@@ -57,6 +59,8 @@ def main() -> None:
         print(json.dumps(row, ensure_ascii=False), flush=True)
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if args.save:
+            tagger.save(Path(args.save) / name)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import torch
 import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
-from kner.models.bilstm_crf import CLASSES, MORPH, BiLSTMCRFTagger, Vocab
+from kner.models import bilstm_crf
+from kner.models.bilstm_crf import CLASSES, GAZ, MORPH, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
@@ -100,21 +101,24 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     vocab = Vocab(["가", "나"], [], [])
     text = "가漢😀a나"
     ids = vocab.encode(text, None)
-    assert ids.shape == (len(text), 9)
+    assert ids.shape == (len(text), 10)
     assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
 
 
 def test_encoding_texts_together_equals_encoding_each_alone():
-    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"])
+    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"], gaz=["B-Q5", "I-Q5"])
     texts = ["가나", "나 가漢", "가"]
     feats = [(["B-NNP", "I-NNP"], [-1, -1]), None, (["B-NNP"], [-1])]
-    together = vocab.encode_many(texts, feats)
-    assert [t.shape for t in together] == [(2, 9), (4, 9), (1, 9)]
-    for text, f, ids in zip(texts, feats, together):
-        assert torch.equal(ids, vocab.encode(text, f))
+    gaz = [["B-Q5", "I-Q5"], None, ["O"]]
+    together = vocab.encode_many(texts, feats, gaz_tags=gaz)
+    assert [t.shape for t in together] == [(2, 10), (4, 10), (1, 10)]
+    for text, f, g, ids in zip(texts, feats, gaz, together):
+        assert torch.equal(ids, vocab.encode(text, f, g))
     assert together[0][:, 1].tolist() == [vocab.bigram_id["\x02가"], vocab.bigram_id["가나"]]
     assert together[0][:, 7].tolist() == [vocab.pos_id["B-NNP"], vocab.pos_id["I-NNP"]]
+    assert together[0][:, GAZ].tolist() == [vocab.gaz_id["B-Q5"], vocab.gaz_id["I-Q5"]]
+    assert together[1][:, GAZ].tolist() == together[2][:, GAZ].tolist() + [0] * 3 == [0] * 4  # no match: 0
 
 
 def test_kiwi_morpheme_vectors_give_back_kiwis_own_similarities():
@@ -149,7 +153,7 @@ def test_a_morpheme_outside_the_table_gets_its_own_kiwi_vector_which_is_not_save
     path = tagger.save(tmp_path / "model")
     text = "퇴계 이황은 도산서원에서 제자를 길렀다."
     token = next(t for t in kiwi().tokenize(text) if t.id >= first_vocabulary_id() and t.id not in tagger.vocab.morph_row)
-    x = tagger._encode([text])[0]  # (len(text), 9)
+    x = tagger._encode([text])[0]  # (len(text), 10)
     weight = tagger.net.morph.weight  # (table, 4)
     assert x[token.start, MORPH].item() >= weight.size(0)
     got = tagger.net._morph_vectors(x[:, MORPH], tagger._extra_vectors)[token.start]
@@ -260,6 +264,21 @@ def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     assert all(0.0 <= r.valid_f1 <= 1.0 and r.seconds > 0 for r in tagger.history)
     loaded = kner.load(tagger.save(tmp_path / "model"))
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
+
+
+def test_gazetteer_features_mark_dictionary_names_and_the_table_travels_with_the_model(tmp_path, monkeypatch,
+                                                                                      overfit_examples):
+    table = {"이순신": "Q5", "서울시청": "Q", "부산": "NNP"}
+    monkeypatch.setattr(bilstm_crf, "from_kiwi", lambda *a: table)  # the real dictionaries: tests/test_gazetteer.py
+    tagger = BiLSTMCRFTagger(**TINY, gazetteer_dim=4, max_epochs=2).fit(overfit_examples)
+    text = "부산의 이순신"
+    marked = [tagger.vocab.gaz[i - 1] if i else "O" for i in tagger._encode([text])[0][:, GAZ].tolist()]
+    assert marked == ["B-NNP", "I-NNP", "O", "O", "B-Q5", "I-Q5", "I-Q5"]
+    assert tagger.net.gaz.weight.shape == (1 + 2 * 3, 4)  # B- and I- of each of the table's classes
+    monkeypatch.setattr(bilstm_crf, "from_kiwi", lambda *a: pytest.fail("loading read the dictionaries"))
+    loaded = kner.load(tagger.save(tmp_path / "model"))
+    assert loaded.gazetteer.table == table
+    assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
 
 
 def test_bf16_inference_on_cpu_keeps_a_confident_models_exact_spans(tmp_path, overfit_examples):

@@ -60,6 +60,7 @@ def main() -> None:
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         if args.save:
+            tagger.provenance = {"selection": splits.selection, "recipe": None}  # lets an ensemble check it
             tagger.save(Path(args.save) / name)
 
 

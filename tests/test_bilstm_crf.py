@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -254,6 +255,17 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed_when_it_is_at
     assert [r.epoch for r in resumed.history] == [1, 2]
     with pytest.raises(ValueError, match="ema"):
         BiLSTMCRFTagger(**TINY, max_epochs=2, ema=0.9, checkpoint_dir=str(tmp_path), resume=True).fit(overfit_examples)
+
+
+def test_a_model_saved_before_the_gazetteer_features_loads_without_them(tmp_path, overfit_examples):
+    tagger = BiLSTMCRFTagger(**TINY, gazetteer_dim=0, max_epochs=1).fit(overfit_examples)
+    directory = tagger.save(tmp_path / "model")
+    meta = json.loads((directory / "kner.json").read_text(encoding="utf-8"))
+    del meta["config"]["gazetteer_dim"]  # as written by a kner without the setting
+    (directory / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    loaded = kner.load(directory)
+    assert loaded.config.gazetteer_dim == 0 and loaded.gazetteer is None
+    assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 
 
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 RTX3090_BERT_EPOCH_S = 54.6  # klue/bert-base, KLUE NER train, batch 32, fp16, on an RTX 3090 (the tutorial kner follows)
 PYTEST_WHEELS = ("pytest", "pluggy", "iniconfig", "pygments")  # pure Python; the GPU machine lacks pytest
 # The GPU machine has neither kiwipiepy nor scikit-learn (Kiwi features, PPMI-SVD initialisation).
-BILSTM_WITHOUT_KIWI = dict(kiwi_dim=0, kiwi_vectors=0, pretrained_init=False)
+BILSTM_WITHOUT_KIWI = dict(kiwi_dim=0, kiwi_vectors=0, gazetteer_dim=0, pretrained_init=False)
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 

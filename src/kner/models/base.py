@@ -63,6 +63,9 @@ class Tagger(ABC):
     selects: ClassVar[bool] = True
     """Whether ``fit`` chooses anything on held-out examples (an epoch, a setting); a family that
     does not trains on the whole training split instead of giving up a validation part."""
+    former_defaults: ClassVar[dict] = {}
+    """Settings whose default changed, with the value a model saved before the change ran with:
+    its ``kner.json`` lacks them, and loading must not give it the new default."""
     benchmark_limits: ClassVar[dict[str, int]] = {}
     """Default train/dev sentence caps for ``kner benchmark`` (e.g. ``{"train": 2000, "dev": 500}``
     for families too slow for the full data on a CPU); the report states them."""
@@ -151,6 +154,7 @@ class Tagger(ABC):
         # The thread count belongs to the machine and the run (a training run given one core of two
         # would otherwise serve on one core forever): a loaded model takes the default or an override.
         saved = {k: v for k, v in meta.get("config", {}).items() if k in known and k != "num_threads"}
+        saved = {**cls.former_defaults, **saved}
         if saved.get("device") == "cuda" and "device" not in overrides and not _has_cuda():
             saved["device"] = "auto"  # trained with --device cuda, loaded on a machine without a GPU
         config = cls.Config(**{**saved, **overrides})

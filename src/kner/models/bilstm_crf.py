@@ -68,10 +68,10 @@ class BiLSTMCRFConfig:
     kiwi_vocab: int = 30_000
     """Kiwi's ids below this (its frequent morphemes) are in the saved vector table even if training
     never saw them; any other morpheme's vector is read from Kiwi when a text first needs it."""
-    gazetteer_dim: int = 0
+    gazetteer_dim: int = 16
     """Embedding size of the name matched over each character in Kiwi's proper-noun dictionaries
     (kner.gazetteer: ``B-``/``I-`` of its Wikidata class; the derived table is saved with the model);
-    0 = off."""
+    0 = off (chosen on validation: docs/experiments.md)."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -183,7 +183,8 @@ class Vocab:
         syllable, extra = self._syllable_ids, extra_rows or {}
         chars = [syllable.get(c) or self._syllable(c) for t in texts for c in t]  # (N, 4)
         left, right, eoj, pos, morph, gaz = [], [], [], [], [], []
-        for text, (tags, ids), matched in zip(texts, (f or (None, None) for f in kiwi_feats), gaz_tags or [None] * len(texts)):
+        kiwi_pairs = (f or (None, None) for f in kiwi_feats)
+        for text, (tags, ids), matched in zip(texts, kiwi_pairs, gaz_tags or [None] * len(texts)):
             padded = "\x02" + text + "\x03"
             bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
             left += bi[:-1]
@@ -306,6 +307,7 @@ class BiLSTMCRFTagger(Tagger):
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig
     runtime_settings = ("precision", "predict_batch_size", "device", "num_threads", "recall_bias")
+    former_defaults = {"gazetteer_dim": 0}  # models saved before the gazetteer features have none
 
     def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -556,7 +558,7 @@ class BiLSTMCRFTagger(Tagger):
         """Load the interrupted run's state; the number of the last epoch it finished."""
         blob = torch.load(path, map_location=self.device, weights_only=True)
         # A setting newer than the checkpoint ran at its default then (ema's was 0: no averaging).
-        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | {"ema": 0.0}
+        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | {"ema": 0.0} | self.former_defaults
         diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
         if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "

@@ -8,6 +8,7 @@ The dictionaries are read once, when a model is trained; the derived table is sa
 """
 from __future__ import annotations
 
+import functools
 import gzip
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -29,6 +30,7 @@ def _entries(path: Path):
                 yield fields[0], fields
 
 
+@functools.lru_cache(maxsize=2)  # each fit would otherwise reread 300,000 lines; the table is shared: never modify it
 def from_kiwi(min_class: int = MIN_CLASS) -> dict[str, str]:
     """Surface form -> class, from the installed ``kiwipiepy_model``; multi.dict wins over default.dict."""
     import kiwipiepy_model  # installed with kiwipiepy, a base dependency

@@ -307,7 +307,7 @@ class BiLSTMCRFTagger(Tagger):
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig
     runtime_settings = ("precision", "predict_batch_size", "device", "num_threads", "recall_bias")
-    former_defaults = {"gazetteer_dim": 0}  # models saved before the gazetteer features have none
+    former_defaults = {"gazetteer_dim": 0, "ema": 0.0}  # what models and checkpoints saved before these ran with
 
     def __init__(self, config: BiLSTMCRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -557,8 +557,8 @@ class BiLSTMCRFTagger(Tagger):
                  ema: AveragedModel | None) -> int:
         """Load the interrupted run's state; the number of the last epoch it finished."""
         blob = torch.load(path, map_location=self.device, weights_only=True)
-        # A setting newer than the checkpoint ran at its default then (ema's was 0: no averaging).
-        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | {"ema": 0.0} | self.former_defaults
+        # A setting newer than the checkpoint ran at its default then (former_defaults where that changed).
+        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | self.former_defaults
         diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
         if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "

@@ -363,3 +363,28 @@ def test_frozen_word_embeddings_stay_as_loaded(request, tmp_path):
     tagger.fit(OVERFIT)
     after = tagger.model.get_input_embeddings().weight
     assert after.equal(before) and tagger.model.classifier.weight.requires_grad
+
+
+def test_a_trimmed_vocabulary_keeps_the_training_segmentation_learns_and_reloads(request, tmp_path):
+    base = builder.base_model(request, "sentencepiece")
+    full = AutoTokenizer.from_pretrained(base)
+    tagger = builder.make(tmp_path, request, "sentencepiece", trim_vocab=True, epochs=30).fit(OVERFIT)
+    texts = [ex.text for ex in OVERFIT]
+    pieces = lambda tok: [tok.convert_ids_to_tokens(e.ids) for e in WindowEncoder(tok, 32, 8).encode(texts)]
+    assert pieces(tagger.tokenizer) == pieces(full)  # same segmentation, new ids
+    rows = tagger.model.get_input_embeddings().weight.shape[0]
+    assert rows == len(tagger.tokenizer) < len(full) and tagger.model.config.vocab_size == rows
+    singles = [p for p in full.get_vocab() if len(p) == 1]
+    assert all(p in tagger.tokenizer.get_vocab() for p in singles)  # unseen text still tokenizes
+    predicted = tagger.predict(texts)
+    assert score(OVERFIT, predicted).f1 == 1.0
+    tagger.save(tmp_path / "run")
+    reloaded = kner.load(tmp_path / "run")
+    assert reloaded.predict(texts) == predicted and len(reloaded.tokenizer) == rows
+    odd = reloaded.predict(ODD_TEXTS)
+    assert all(0 <= sp.start < sp.end <= len(t) for t, spans in zip(ODD_TEXTS, odd) for sp in spans)
+
+
+def test_trimming_the_vocabulary_of_a_wordpiece_model_is_refused_with_the_fix(request, tmp_path):
+    with pytest.raises(ValueError, match="needs a SentencePiece .Unigram. tokenizer; this one is WordPiece.*trim_vocab false"):
+        builder.make(tmp_path, request, trim_vocab=True).fit(OVERFIT)

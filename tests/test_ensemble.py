@@ -61,10 +61,37 @@ def test_kner_train_ensemble_combines_validation_selected_runs_and_counts_their_
     common = ["--data", str(klue_dir), "--train-limit", "120", "--dev-limit", "30"]
     for seed in ("1", "2"):
         main(["train", "bilstm-crf", *common, *tiny, "--seed", seed, "--out", str(tmp_path / f"m{seed}")])
-    main(["train", "ensemble", *common, "--members", f"{tmp_path / 'm1'},{tmp_path / 'm2'}", "--out", str(tmp_path / "e")])
+    main(["train", "ensemble", *common, "--members", f"{tmp_path / 'm1'},{tmp_path / 'm2'}", "--no-prune", "--out", str(tmp_path / "e")])
     assert "saved ensemble" in capsys.readouterr().out
     ensemble = kner.load(tmp_path / "e")
     assert [m.family for m in ensemble.members] == ["bilstm-crf", "bilstm-crf"] and len(ensemble.weights) == 2
     assert model_bytes(tmp_path / "e") > model_bytes(tmp_path / "m1") + model_bytes(tmp_path / "m2")
     meta = json.loads((tmp_path / "e" / "kner.json").read_text(encoding="utf-8"))
     assert meta["provenance"]["selection"]["on"] == "validation"
+
+
+def test_validation_leaves_out_members_that_add_nothing_or_only_errors():
+    gold = [Example("이순신 장군", (PS(0, 3),)), Example("서울 시청", (LC(0, 2),)), Example("삼성 전자", (OG(0, 2),))]
+    right = [list(ex.spans) for ex in gold]
+    half = [list(ex.spans) for ex in gold[:2]] + [[]]
+    noisy = [[PS(0, 3), LC(4, 6)], [LC(0, 2), OG(3, 5)], [OG(0, 2), PS(3, 5)]]
+    weights, threshold = choose(gold, [right, half, noisy], threshold_steps=9, prune=True)
+    assert weights == [1.0, 0.0, 0.0] and [vote(s, weights, threshold) for s in zip(right, half, noisy)] == right
+    kept, _ = choose(gold, [right, half, noisy], threshold_steps=9)
+    assert 0.0 not in kept  # without pruning every member keeps a weight
+
+
+@pytest.mark.slow
+def test_a_pruned_member_is_neither_run_nor_saved(tmp_path, overfit_examples):
+    for name, iterations in (("good", 100), ("weak", 1)):
+        CRFTagger(c1=0.0, c2=0.001, max_iterations=iterations).fit(overfit_examples).save(tmp_path / name)
+    dirs = [str(tmp_path / "good"), str(tmp_path / "weak")]
+    ensemble = EnsembleTagger(members=",".join(dirs)).fit([], overfit_examples)
+    assert len(ensemble.members) == len(ensemble.weights) == 1 and ensemble.left_out == [dirs[1]]
+    ensemble.save(tmp_path / "e")
+    reloaded = kner.load(tmp_path / "e")
+    assert len(reloaded.members) == 1 and reloaded.left_out == [dirs[1]]
+    texts = [ex.text for ex in overfit_examples]
+    assert reloaded.predict(texts) == ensemble.predict(texts) == [list(ex.spans) for ex in overfit_examples]
+    kept = EnsembleTagger(members=",".join(dirs), prune=False).fit([], overfit_examples)
+    assert len(kept.members) == 2 and kept.left_out == []

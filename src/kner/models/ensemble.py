@@ -2,7 +2,8 @@
 
 Each member tags the text; a span (start, end, type) gets the summed weight of the members that
 found it, and spans with at least ``threshold`` of the total weight are kept, strongest first,
-skipping any that overlaps a kept one. Weights and threshold are chosen on the validation split,
+skipping any that overlaps a kept one. Weights and threshold are chosen on the validation split
+(a weight of 0 leaves a member out),
 so the members must not have trained on it: a member chosen on dev, or trained on all of train
 (the CRF by default), is refused. The members are copied into the ensemble's folder.
 """
@@ -21,8 +22,8 @@ from ..types import Example, Span
 from .base import Tagger, read_meta
 
 MEMBERS_DIR, VOTES_FILE = "members", "ensemble.json"
-WEIGHT_CHOICES = (1.0, 2.0, 0.5)
-"""Weights tried for each member; equal weights come first, so they win ties."""
+WEIGHT_CHOICES = (1.0, 2.0, 0.5, 0.0)
+"""Weights tried for each member, in the order that wins ties: equal weights first."""
 
 
 @dataclass
@@ -31,6 +32,9 @@ class EnsembleConfig:
     """Comma-separated model directories (kner train or kner benchmark runs) to combine."""
     threshold_steps: int = 9
     """Thresholds tried on validation: k / (steps + 1) of the total weight, k = 1 … steps."""
+    prune: bool = True
+    """Let validation leave members out (weight 0); they are then neither run nor saved.
+    Off keeps every member. Pruning tries 4^members weightings, so it is slow past about six."""
 
 
 def vote(predictions: Sequence[Sequence[Span]], weights: Sequence[float], threshold: float) -> list[Span]:
@@ -49,12 +53,17 @@ def vote(predictions: Sequence[Sequence[Span]], weights: Sequence[float], thresh
 
 
 def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
-           threshold_steps: int) -> tuple[list[float], float]:
-    """The weights (from WEIGHT_CHOICES) and threshold whose votes score the best micro F1 on
-    ``gold``, given each member's predictions for it; the simplest setting wins ties."""
+           threshold_steps: int, prune: bool = False) -> tuple[list[float], float]:
+    """The weights (from WEIGHT_CHOICES, 0 only if ``prune``) and threshold whose votes score the
+    best micro F1 on ``gold``, given each member's predictions for it. Ties go to the fewest
+    members (the faster ensemble), then to the simplest weights."""
     thresholds = sorted((k / (threshold_steps + 1) for k in range(1, threshold_steps + 1)), key=lambda t: abs(t - 0.5))
+    choices = WEIGHT_CHOICES if prune else [w for w in WEIGHT_CHOICES if w > 0]
     best, best_f1 = ([1.0] * len(by_member), 0.5), -1.0
-    for weights in itertools.product(WEIGHT_CHOICES, repeat=len(by_member)):
+    weightings = sorted(itertools.product(choices, repeat=len(by_member)), key=lambda w: sum(x > 0 for x in w))
+    for weights in weightings:
+        if not any(weights):
+            continue
         for threshold in thresholds:
             f1 = score(gold, [vote(spans, weights, threshold) for spans in zip(*by_member)], official=False).f1
             if f1 > best_f1:
@@ -67,6 +76,7 @@ class EnsembleTagger(Tagger):
 
     family = "ensemble"
     Config = EnsembleConfig
+    former_defaults = {"prune": False}  # ensembles saved before pruning kept every member
 
     def __init__(self, config: EnsembleConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -74,10 +84,11 @@ class EnsembleTagger(Tagger):
         self.member_metrics: list[dict] = []  # each member's own dev figures, kept in its copy
         self.weights: list[float] = []
         self.threshold = 0.5
+        self.left_out: list[str] = []  # member directories that validation gave weight 0
 
     def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "EnsembleTagger":
-        """Loads the members (nothing is trained) and chooses weights and threshold on ``valid``:
-        equal weights and a majority without it."""
+        """Loads the members (nothing is trained) and chooses weights and threshold on ``valid``,
+        dropping the members it weighs 0: equal weights and a majority without it."""
         import time
 
         from . import load
@@ -95,7 +106,11 @@ class EnsembleTagger(Tagger):
         if valid:
             texts = [ex.text for ex in valid]
             self.weights, self.threshold = choose(valid, [m.predict(texts) for m in self.members],
-                                                  self.config.threshold_steps)
+                                                  self.config.threshold_steps, self.config.prune)
+            kept = [i for i, w in enumerate(self.weights) if w > 0]
+            self.left_out = [dirs[i] for i in range(len(dirs)) if i not in kept]
+            self.members, self.member_metrics, self.weights = ([seq[i] for i in kept] for seq in
+                                                               (self.members, self.member_metrics, self.weights))
         self.train_seconds = time.perf_counter() - start
         return self
 
@@ -113,7 +128,8 @@ class EnsembleTagger(Tagger):
         for name, member, metrics in zip(names, self.members, self.member_metrics):
             member.save(directory / MEMBERS_DIR / name, metrics=metrics)
         (directory / VOTES_FILE).write_text(json.dumps(
-            {"members": names, "weights": self.weights, "threshold": self.threshold}, indent=2), encoding="utf-8")
+            {"members": names, "weights": self.weights, "threshold": self.threshold,
+             "left_out_on_validation": self.left_out}, indent=2), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: EnsembleConfig) -> "EnsembleTagger":
@@ -124,6 +140,7 @@ class EnsembleTagger(Tagger):
         tagger.members = [load(directory / MEMBERS_DIR / name) for name in votes["members"]]
         tagger.member_metrics = [read_meta(directory / MEMBERS_DIR / name).get("metrics", {}) for name in votes["members"]]
         tagger.weights, tagger.threshold = votes["weights"], votes["threshold"]
+        tagger.left_out = votes.get("left_out_on_validation", [])
         return tagger
 
 

@@ -3,6 +3,7 @@ that saw the validation sentences refused, and `kner train ensemble` end to end.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -10,7 +11,8 @@ import kner
 from kner.benchmark import model_bytes
 from kner.cli import main
 from kner.models.crf import CRFTagger
-from kner.models.ensemble import EnsembleTagger, choose, vote
+from kner.models.ensemble import WEIGHT_CHOICES, EnsembleTagger, VoteScorer, choose, vote
+from kner.scoring import score
 from kner.types import Example, Span
 
 PS, LC, OG = (lambda a, b: Span(a, b, "PS")), (lambda a, b: Span(a, b, "LC")), (lambda a, b: Span(a, b, "OG"))
@@ -38,6 +40,22 @@ def test_weights_are_chosen_to_trust_the_member_that_is_right_on_validation():
     assert [vote(s, weights, threshold) for s in zip(right, wrong, wrong)] == right
     assert weights[0] > weights[1] and weights[0] > weights[2]
     assert choose(gold, [right, right], 9) == ([1.0, 1.0], 0.5)  # ties go to the simplest setting
+
+
+
+def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it():
+    rng = random.Random(0)
+    random_spans = lambda step: {Span(a, a + rng.randint(1, 4), rng.choice("PS LC OG".split()))
+                                 for a in rng.sample(range(0, 12, step), 3)}  # step 4: no overlaps
+    gold = [Example("가" * 16, tuple(sorted(random_spans(4)))) for _ in range(60)]
+    by_member = [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(4)]
+    scorer = VoteScorer(gold, by_member)
+    assert scorer.groups and scorer.singles  # both paths are exercised
+    for _ in range(200):
+        weights, threshold = [rng.choice(WEIGHT_CHOICES) for _ in range(4)], rng.randint(1, 9) / 10
+        if any(weights):
+            expected = score(gold, [vote(s, weights, threshold) for s in zip(*by_member)], official=False).f1
+            assert scorer.f1(weights, threshold) == expected
 
 
 @pytest.mark.slow

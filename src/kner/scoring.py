@@ -40,7 +40,8 @@ class Scores:
         return asdict(self)
 
 
-def _prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
+def prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts of exact matches, predictions and gold spans."""
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
@@ -63,8 +64,8 @@ def score(gold: Sequence[Example], predicted: Sequence[Sequence[Span]], labels: 
             n_pred[s.label] += 1
         for s in g:
             n_gold[s.label] += 1
-    precision, recall, f1 = _prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
-    per_type = {t: TypeScore(*_prf(tp[t], n_pred[t], n_gold[t]), n_gold[t]) for t in labels}
+    precision, recall, f1 = prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    per_type = {t: TypeScore(*prf(tp[t], n_pred[t], n_gold[t]), n_gold[t]) for t in labels}
     entity_macro, char_macro = klue_official_scores(gold, predicted, labels) if official else (float("nan"),) * 2
     return Scores(precision, recall, f1, entity_macro, char_macro, per_type,
                   len(gold), sum(n_gold.values()), sum(n_pred.values()))

@@ -108,7 +108,7 @@ def test_a_pruned_member_is_neither_run_nor_saved(tmp_path, overfit_examples):
     assert len(ensemble.members) == len(ensemble.weights) == 1 and ensemble.left_out == [dirs[1]]
     ensemble.save(tmp_path / "e")
     reloaded = kner.load(tmp_path / "e")
-    assert len(reloaded.members) == 1 and reloaded.left_out == [dirs[1]]
+    assert len(reloaded.members) == 1 and reloaded.left_out == [dirs[1]] and reloaded.valid_f1 == ensemble.valid_f1 == 1.0
     texts = [ex.text for ex in overfit_examples]
     assert reloaded.predict(texts) == ensemble.predict(texts) == [list(ex.spans) for ex in overfit_examples]
     kept = EnsembleTagger(members=",".join(dirs), prune=False).fit([], overfit_examples)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from ..scoring import prf
 from ..types import Example, Span
 from .base import Tagger, read_meta
 
+log = logging.getLogger(__name__)
 MEMBERS_DIR, VOTES_FILE = "members", "ensemble.json"
 WEIGHT_CHOICES = (1.0, 2.0, 0.5, 0.0)
 """Weights tried for each member, in the order that wins ties: equal weights first."""
@@ -141,6 +143,7 @@ class EnsembleTagger(Tagger):
         self.weights: list[float] = []
         self.threshold = 0.5
         self.left_out: list[str] = []  # member directories that validation gave weight 0
+        self.valid_f1: float | None = None  # micro F1 of the chosen votes on the validation split
 
     def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "EnsembleTagger":
         """Loads the members (nothing is trained) and chooses weights and threshold on ``valid``,
@@ -161,8 +164,11 @@ class EnsembleTagger(Tagger):
         self.weights, self.threshold = [1.0] * len(dirs), 0.5
         if valid:
             texts = [ex.text for ex in valid]
-            self.weights, self.threshold = choose(valid, [m.predict(texts) for m in self.members],
-                                                  self.config.threshold_steps, self.config.prune)
+            by_member = [m.predict(texts) for m in self.members]
+            self.weights, self.threshold = choose(valid, by_member, self.config.threshold_steps, self.config.prune)
+            self.valid_f1 = VoteScorer(valid, by_member).f1(self.weights, self.threshold)
+            log.info("ensemble weights %s, threshold %.1f: validation F1 %.4f on %d sentences",
+                     self.weights, self.threshold, self.valid_f1, len(valid))
             kept = [i for i, w in enumerate(self.weights) if w > 0]
             self.left_out = [dirs[i] for i in range(len(dirs)) if i not in kept]
             self.members, self.member_metrics, self.weights = ([seq[i] for i in kept] for seq in
@@ -185,7 +191,7 @@ class EnsembleTagger(Tagger):
             member.save(directory / MEMBERS_DIR / name, metrics=metrics)
         (directory / VOTES_FILE).write_text(json.dumps(
             {"members": names, "weights": self.weights, "threshold": self.threshold,
-             "left_out_on_validation": self.left_out}, indent=2), encoding="utf-8")
+             "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out}, indent=2), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: EnsembleConfig) -> "EnsembleTagger":
@@ -197,6 +203,7 @@ class EnsembleTagger(Tagger):
         tagger.member_metrics = [read_meta(directory / MEMBERS_DIR / name).get("metrics", {}) for name in votes["members"]]
         tagger.weights, tagger.threshold = votes["weights"], votes["threshold"]
         tagger.left_out = votes.get("left_out_on_validation", [])
+        tagger.valid_f1 = votes.get("valid_f1")
         return tagger
 
 

@@ -36,11 +36,10 @@ def test_weights_are_chosen_to_trust_the_member_that_is_right_on_validation():
     gold = [Example("이순신 장군", (PS(0, 3),)), Example("서울 시청", (LC(0, 2),)), Example("삼성 전자", (OG(0, 2),))]
     right = [list(ex.spans) for ex in gold]
     wrong = [[OG(0, 3)], [PS(0, 2)], [LC(0, 2)]]
-    weights, threshold = choose(gold, [right, wrong, wrong], threshold_steps=9)
-    assert [vote(s, weights, threshold) for s in zip(right, wrong, wrong)] == right
+    weights, threshold, f1 = choose(gold, [right, wrong, wrong], threshold_steps=9)
+    assert [vote(s, weights, threshold) for s in zip(right, wrong, wrong)] == right and f1 == 1.0
     assert weights[0] > weights[1] and weights[0] > weights[2]
-    assert choose(gold, [right, right], 9) == ([1.0, 1.0], 0.5)  # ties go to the simplest setting
-
+    assert choose(gold, [right, right], 9) == ([1.0, 1.0], 0.5, 1.0)  # ties go to the simplest setting
 
 
 def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it():
@@ -93,10 +92,24 @@ def test_validation_leaves_out_members_that_add_nothing_or_only_errors():
     right = [list(ex.spans) for ex in gold]
     half = [list(ex.spans) for ex in gold[:2]] + [[]]
     noisy = [[PS(0, 3), LC(4, 6)], [LC(0, 2), OG(3, 5)], [OG(0, 2), PS(3, 5)]]
-    weights, threshold = choose(gold, [right, half, noisy], threshold_steps=9, prune=True)
+    weights, threshold, _ = choose(gold, [right, half, noisy], threshold_steps=9, prune=True)
     assert weights == [1.0, 0.0, 0.0] and [vote(s, weights, threshold) for s in zip(right, half, noisy)] == right
-    kept, _ = choose(gold, [right, half, noisy], threshold_steps=9)
+    kept, _, _ = choose(gold, [right, half, noisy], threshold_steps=9)
     assert 0.0 not in kept  # without pruning every member keeps a weight
+
+
+def test_past_the_exhaustive_limit_weights_are_found_one_member_at_a_time(monkeypatch):
+    rng = random.Random(1)
+    gold = [Example("가" * 12, (PS(0, 3), LC(4, 6), OG(8, 11))) for _ in range(30)]
+    right = [list(ex.spans) for ex in gold]
+    noisy = [[[PS(0, 3), LC(4, 7), OG(9, 11)][rng.randrange(3)]] for _ in gold]
+    members = [right, noisy, noisy, right, noisy]
+    exhaustive = choose(gold, members, 9, prune=True)
+    monkeypatch.setattr("kner.models.ensemble.EXHAUSTIVE_LIMIT", 1)
+    weights, threshold, f1 = choose(gold, members, 9, prune=True)
+    assert f1 == exhaustive[2] == 1.0 and exhaustive[0] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [w > 0 for w in weights] == [True, False, False, False, False]  # one right member is enough
+    assert [vote(s, weights, threshold) for s in zip(*members)] == right
 
 
 @pytest.mark.slow

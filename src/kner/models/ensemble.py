@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MEMBERS_DIR, VOTES_FILE = "members", "ensemble.json"
 WEIGHT_CHOICES = (1.0, 2.0, 0.5, 0.0)
 """Weights tried for each member, in the order that wins ties: equal weights first."""
+EXHAUSTIVE_LIMIT = 20_000
+"""Most weightings tried one by one (4^7 = 16,384: seven members with pruning); more use a local search."""
 
 
 @dataclass
@@ -111,22 +113,46 @@ class VoteScorer:
 
 
 def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
-           threshold_steps: int, prune: bool = False) -> tuple[list[float], float]:
+           threshold_steps: int, prune: bool = False) -> tuple[list[float], float, float]:
     """The weights (from WEIGHT_CHOICES, 0 only if ``prune``) and threshold whose votes score the
-    best micro F1 on ``gold``, given each member's predictions for it. Ties go to the fewest
-    members (the faster ensemble), then to the simplest weights."""
+    best micro F1 on ``gold``, given each member's predictions for it, and that F1. Ties go to the
+    fewest members (the faster ensemble), then to the simplest weights. Up to EXHAUSTIVE_LIMIT
+    weightings are all tried; past that, a local search from equal weights moves to any better
+    weighting that changes one member's weight, else two members', until none is better."""
     thresholds = sorted((k / (threshold_steps + 1) for k in range(1, threshold_steps + 1)), key=lambda t: abs(t - 0.5))
     choices = WEIGHT_CHOICES if prune else [w for w in WEIGHT_CHOICES if w > 0]
-    scorer, best, best_f1 = VoteScorer(gold, by_member), ([1.0] * len(by_member), 0.5), -1.0
-    weightings = sorted(itertools.product(choices, repeat=len(by_member)), key=lambda w: sum(x > 0 for x in w))
-    for weights in weightings:
+    scorer, n = VoteScorer(gold, by_member), len(by_member)
+    best, best_t, best_key = [1.0] * n, 0.5, (-1.0, 0)
+
+    def consider(weights: Sequence[float]) -> bool:
+        nonlocal best, best_t, best_key
         if not any(weights):
-            continue
+            return False
         for threshold in thresholds:
-            f1 = scorer.f1(weights, threshold)
-            if f1 > best_f1:
-                best, best_f1 = (list(weights), threshold), f1
-    return best
+            key = (scorer.f1(weights, threshold), -sum(w > 0 for w in weights))
+            if key > best_key:
+                best, best_t, best_key = list(weights), threshold, key
+        return best == list(weights)
+
+    if len(choices) ** n <= EXHAUSTIVE_LIMIT:
+        for weights in sorted(itertools.product(choices, repeat=n), key=lambda w: sum(x > 0 for x in w)):
+            consider(weights)
+    else:
+        improved = consider(best)
+        while improved:  # the first better neighbour wins; two-member moves only when no single move helps
+            improved = (any(map(consider, _neighbours(best, choices, 1)))
+                        or any(map(consider, _neighbours(best, choices, 2))))
+    return best, best_t, best_key[0]
+
+
+def _neighbours(weights: list[float], choices: Sequence[float], k: int):
+    """The weightings that change exactly ``k`` members' weights of ``weights``."""
+    for members in itertools.combinations(range(len(weights)), k):
+        for new in itertools.product(*([w for w in choices if w != weights[i]] for i in members)):
+            changed = list(weights)
+            for i, w in zip(members, new):
+                changed[i] = w
+            yield changed
 
 
 class EnsembleTagger(Tagger):
@@ -165,8 +191,8 @@ class EnsembleTagger(Tagger):
         if valid:
             texts = [ex.text for ex in valid]
             by_member = [m.predict(texts) for m in self.members]
-            self.weights, self.threshold = choose(valid, by_member, self.config.threshold_steps, self.config.prune)
-            self.valid_f1 = VoteScorer(valid, by_member).f1(self.weights, self.threshold)
+            self.weights, self.threshold, self.valid_f1 = choose(valid, by_member, self.config.threshold_steps,
+                                                                 self.config.prune)
             log.info("ensemble weights %s, threshold %.1f: validation F1 %.4f on %d sentences",
                      self.weights, self.threshold, self.valid_f1, len(valid))
             kept = [i for i, w in enumerate(self.weights) if w > 0]

@@ -126,13 +126,12 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
 
     def consider(weights: Sequence[float]) -> bool:
         nonlocal best, best_t, best_key
-        if not any(weights):
-            return False
-        for threshold in thresholds:
+        better = False
+        for threshold in thresholds if any(weights) else ():
             key = (scorer.f1(weights, threshold), -sum(w > 0 for w in weights))
             if key > best_key:
-                best, best_t, best_key = list(weights), threshold, key
-        return best == list(weights)
+                best, best_t, best_key, better = list(weights), threshold, key, True
+        return better
 
     if len(choices) ** n <= EXHAUSTIVE_LIMIT:
         for weights in sorted(itertools.product(choices, repeat=n), key=lambda w: sum(x > 0 for x in w)):

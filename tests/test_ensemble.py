@@ -72,6 +72,19 @@ def test_a_member_that_saw_the_validation_or_was_chosen_on_dev_is_refused(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_crf_joins_an_ensemble_only_when_trained_with_validation_held_out(tmp_path, klue_dir):
+    common = ["--data", str(klue_dir), "--train-limit", "120", "--dev-limit", "30", "--max-iterations", "5"]
+    main(["train", "crf", *common, "--hold-out", "--out", str(tmp_path / "held")])
+    main(["train", "crf", *common, "--hold-out", "--c1", "0.5", "--out", str(tmp_path / "held2")])
+    main(["train", "crf", *common, "--out", str(tmp_path / "all")])
+    ensemble = ["train", "ensemble", "--data", str(klue_dir), "--train-limit", "120", "--dev-limit", "30", "--no-prune"]
+    main([*ensemble, "--members", f"{tmp_path / 'held'},{tmp_path / 'held2'}", "--out", str(tmp_path / "e")])
+    assert [m.family for m in kner.load(tmp_path / "e").members] == ["crf", "crf"]
+    with pytest.raises(ValueError, match="all .*trained on all of train.*--hold-out"):
+        main([*ensemble, "--members", f"{tmp_path / 'held'},{tmp_path / 'all'}", "--out", str(tmp_path / "e2")])
+
+
+@pytest.mark.slow
 def test_kner_train_ensemble_combines_validation_selected_runs_and_counts_their_size(tmp_path, klue_dir, capsys):
     tiny = ["--char-dim", "16", "--bigram-dim", "8", "--eojeol-dim", "4", "--kiwi-dim", "4", "--kiwi-vectors", "4",
             "--kiwi-vocab", "100", "--hidden", "16", "--max-epochs", "2", "--device", "cpu"]

@@ -110,6 +110,13 @@ def test_a_family_that_chooses_nothing_trains_on_all_of_train(klue_dir):
     assert (len(splits.train), splits.valid, splits.selection["on"]) == (300, [], "nothing")
 
 
+def test_a_family_that_chooses_nothing_can_hold_the_same_validation_out_for_ensembles(klue_dir):
+    held = prepare_splits(klue_dir, train_limit=300, dev_limit=40, chooses=False)
+    chosen = prepare_splits(klue_dir, train_limit=300, dev_limit=40)
+    assert held.valid and (held.train, held.valid) == (chosen.train, chosen.valid)
+    assert (held.selection["on"], held.selection["n_valid"]) == ("nothing", len(held.valid))
+
+
 class _Tagger(SimpleNamespace):
     family = "fake"
 

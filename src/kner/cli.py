@@ -79,6 +79,9 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--train-limit", type=int, help="use only the first N training sentences")
         p.add_argument("--dev-limit", type=int, help="use only the first N dev sentences")
         _selection_flags(p)
+        p.add_argument("--hold-out", action="store_true",
+                       help="families that choose nothing on validation (crf): leave it out of training all the "
+                            "same, so the run can join an ensemble")
         if name == family_flags:
             add_config_flags(p, models.get(name).Config)
 
@@ -166,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         overrides["checkpoint_dir"] = str(Path(args.out) / "checkpoints")
     splits = kdata.prepare_splits(args.data, args.train_limit or run.get("train_limit"),
                                   args.dev_limit or run.get("dev_limit"), args.select_on, args.valid_fraction,
-                                  hold_out=cls.selects)
+                                  hold_out=cls.selects or args.hold_out, chooses=cls.selects)
     tagger = cls(**overrides)
     tagger.provenance = {"selection": splits.selection, "recipe": recipe and recipe["name"]}
     tagger.fit(splits.train, splits.valid)

@@ -170,11 +170,13 @@ class Splits:
 
 def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = None, dev_limit: int | None = None,
                    select_on: str = "validation", valid_fraction: float = VALID_FRACTION,
-                   hold_out: bool = True) -> Splits:
+                   hold_out: bool = True, chooses: bool = True) -> Splits:
     """Train, validation and dev for a training run. ``select_on="validation"`` (the default) holds
     a validation split out of the first ``train_limit`` training sentences; ``"dev"`` chooses on the
     dev sentences the model is reported on, which overstates its accuracy and is labelled so.
-    ``hold_out=False`` is for families that choose nothing after training: they train on it all."""
+    ``hold_out=False`` is for families that choose nothing after training: they train on it all.
+    ``chooses=False`` with ``hold_out`` holds the same validation split out of such a family all the
+    same, so that an ensemble can choose its weights on sentences the run never saw."""
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {select_on!r}")
     train_all, dev_all = load_split("train", data), load_split("dev", data)
@@ -184,6 +186,13 @@ def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = Non
         note = f"nothing chosen on held-out data (fixed settings): trained on all {len(train):,} training sentences"
         return Splits(train, [], dev, {"on": "nothing", "dev_used_for_selection": False, "n_valid": 0,
                                        "n_train": len(train), "note": note}, *available)
+    if not chooses:
+        rest, valid = split_validation(train, valid_fraction, exclude=dev_all)
+        note = (f"nothing chosen on held-out data (fixed settings); {len(valid):,} validation sentences held out "
+                "of train all the same, for ensembles")
+        return Splits(rest, valid, dev, {"on": "nothing", "dev_used_for_selection": False, "n_valid": len(valid),
+                                         "n_train": len(rest), "rule": VALID_RULE.format(fraction=valid_fraction),
+                                         "note": note}, *available)
     if select_on == "dev":
         note = (f"selected on the {len(dev):,} dev sentences it is scored on (asked for by name): "
                 "its dev figures are optimistic")

@@ -5,7 +5,7 @@ found it, and spans with at least ``threshold`` of the total weight are kept, st
 skipping any that overlaps a kept one. Weights and threshold are chosen on the validation split
 (a weight of 0 leaves a member out),
 so the members must not have trained on it: a member chosen on dev, or trained on all of train
-(the CRF by default), is refused. The members are copied into the ensemble's folder.
+(the CRF unless trained with ``--hold-out``), is refused. The members are copied into the ensemble's folder.
 """
 from __future__ import annotations
 
@@ -239,6 +239,6 @@ def _check_member(directory: str, meta: dict) -> None:
     if selection.get("on") == "dev":
         raise ValueError(f"{directory} was selected on dev; an ensemble of it would be optimistic too. "
                          "Use members selected on validation (kner train's default)")
-    if selection.get("on") == "nothing":
+    if selection.get("on") == "nothing" and not selection.get("n_valid"):
         raise ValueError(f"{directory} trained on all of train, validation included, so weights chosen on "
-                         "validation would favour it. Use members that held validation out")
+                         "validation would favour it. Use members that held validation out (kner train crf --hold-out)")

@@ -80,7 +80,7 @@ def test_a_crf_joins_an_ensemble_only_when_trained_with_validation_held_out(tmp_
     ensemble = ["train", "ensemble", "--data", str(klue_dir), "--train-limit", "120", "--dev-limit", "30", "--no-prune"]
     main([*ensemble, "--members", f"{tmp_path / 'held'},{tmp_path / 'held2'}", "--out", str(tmp_path / "e")])
     assert [m.family for m in kner.load(tmp_path / "e").members] == ["crf", "crf"]
-    with pytest.raises(ValueError, match="all .*trained on all of train.*--hold-out"):
+    with pytest.raises(SystemExit, match="kner train: .*all trained on all of train.*--hold-out"):
         main([*ensemble, "--members", f"{tmp_path / 'held'},{tmp_path / 'all'}", "--out", str(tmp_path / "e2")])
 
 

@@ -332,7 +332,7 @@ class BertTagger(Tagger):
                 keep = vocab_trim.kept_ids(tokenizer, {i for item in items for i in item["input_ids"]})
                 tokenizer, model = vocab_trim.trim(tokenizer, model.cpu(), keep)
                 self._attach(tokenizer, model)
-                new_id = {old: new for new, old in enumerate(keep)}
+                new_id = vocab_trim.id_map(keep)
                 items = [{**item, "input_ids": [new_id[i] for i in item["input_ids"]]} for item in items]
             if cfg.freeze_embeddings:
                 self.model.get_input_embeddings().weight.requires_grad_(False)

@@ -31,6 +31,11 @@ def kept_ids(tokenizer, used: Iterable[int]) -> list[int]:
     return sorted(singles | specials | set(used))
 
 
+def id_map(keep: list[int]) -> dict[int, int]:
+    """Old id -> new id after :func:`trim` with ``keep``."""
+    return {old: new for new, old in enumerate(keep)}
+
+
 def _remap_post_processor(node, new_id: dict[int, int]) -> None:
     """TemplateProcessing names its special tokens' ids; a Sequence nests processors."""
     if isinstance(node, dict):
@@ -47,7 +52,7 @@ def trim(tokenizer, model, keep: list[int]):
     import torch
     from transformers import AutoTokenizer
 
-    new_id = {old: new for new, old in enumerate(keep)}
+    new_id = id_map(keep)
     spec = _spec(tokenizer)
     spec["model"]["vocab"] = [spec["model"]["vocab"][i] for i in keep]
     if spec["model"].get("unk_id") is not None:

@@ -2,6 +2,7 @@
 that saw the validation sentences refused, and `kner train ensemble` end to end."""
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -123,6 +124,22 @@ def test_past_the_exhaustive_limit_weights_are_found_one_member_at_a_time(monkey
     assert f1 == exhaustive[2] == 1.0 and exhaustive[0] == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert [w > 0 for w in weights] == [True, False, False, False, False]  # one right member is enough
     assert [vote(s, weights, threshold) for s in zip(*members)] == right
+
+
+def test_the_local_search_ends_where_no_move_of_up_to_three_members_helps(monkeypatch):
+    rng = random.Random(3)  # data where moving two members at a time gets stuck below a three-member move
+    random_spans = lambda step: {Span(a, a + rng.randint(1, 4), rng.choice("PS LC OG".split()))
+                                 for a in rng.sample(range(0, 12, step), 3)}
+    gold = [Example("가" * 16, tuple(sorted(random_spans(4)))) for _ in range(40)]
+    by_member = [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(6)]
+    monkeypatch.setattr("kner.models.ensemble.EXHAUSTIVE_LIMIT", 1)
+    weights, _, f1 = choose(gold, by_member, 9, prune=True)
+    scorer = VoteScorer(gold, by_member)
+    for other in itertools.product(WEIGHT_CHOICES, repeat=6):
+        if any(other) and sum(a != b for a, b in zip(other, weights)) <= 3:
+            assert all(scorer.f1(other, t / 10) <= f1 for t in range(1, 10))
+    monkeypatch.setattr("kner.models.ensemble.LARGEST_MOVE", 2)
+    assert choose(gold, by_member, 9, prune=True)[2] < f1
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ WEIGHT_CHOICES = (1.0, 2.0, 0.5, 0.0)
 """Weights tried for each member, in the order that wins ties: equal weights first."""
 EXHAUSTIVE_LIMIT = 20_000
 """Most weightings tried one by one (4^7 = 16,384: seven members with pruning); more use a local search."""
+LARGEST_MOVE = 3
+"""Most members whose weights the local search changes in one move, tried only when smaller moves
+do not help: with two, adding a ninth member could end at a worse weighting than the eight's."""
 
 
 @dataclass
@@ -118,7 +121,8 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
     best micro F1 on ``gold``, given each member's predictions for it, and that F1. Ties go to the
     fewest members (the faster ensemble), then to the simplest weights. Up to EXHAUSTIVE_LIMIT
     weightings are all tried; past that, a local search from equal weights moves to any better
-    weighting that changes one member's weight, else two members', until none is better."""
+    weighting that changes one member's weight, else two members', else up to LARGEST_MOVE, until
+    none is better."""
     thresholds = sorted((k / (threshold_steps + 1) for k in range(1, threshold_steps + 1)), key=lambda t: abs(t - 0.5))
     choices = WEIGHT_CHOICES if prune else [w for w in WEIGHT_CHOICES if w > 0]
     scorer, n = VoteScorer(gold, by_member), len(by_member)
@@ -138,9 +142,8 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
             consider(weights)
     else:
         improved = consider(best)
-        while improved:  # the first better neighbour wins; two-member moves only when no single move helps
-            improved = (any(map(consider, _neighbours(best, choices, 1)))
-                        or any(map(consider, _neighbours(best, choices, 2))))
+        while improved:  # the first better neighbour wins; larger moves only when no smaller one helps
+            improved = any(any(map(consider, _neighbours(best, choices, k))) for k in range(1, LARGEST_MOVE + 1))
     return best, best_t, best_key[0]
 
 

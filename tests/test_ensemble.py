@@ -43,12 +43,18 @@ def test_weights_are_chosen_to_trust_the_member_that_is_right_on_validation():
     assert choose(gold, [right, right], 9) == ([1.0, 1.0], 0.5, 1.0)  # ties go to the simplest setting
 
 
-def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it():
-    rng = random.Random(0)
+def _random_votes(rng: random.Random, n_texts: int, n_members: int):
+    """Gold texts with three spans that do not overlap, and members that each find two of them and
+    three random spans that may overlap anything."""
     random_spans = lambda step: {Span(a, a + rng.randint(1, 4), rng.choice("PS LC OG".split()))
                                  for a in rng.sample(range(0, 12, step), 3)}  # step 4: no overlaps
-    gold = [Example("가" * 16, tuple(sorted(random_spans(4)))) for _ in range(60)]
-    by_member = [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(4)]
+    gold = [Example("가" * 16, tuple(sorted(random_spans(4)))) for _ in range(n_texts)]
+    return gold, [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(n_members)]
+
+
+def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it():
+    rng = random.Random(0)
+    gold, by_member = _random_votes(rng, 60, 4)
     scorer = VoteScorer(gold, by_member)
     assert scorer.groups and scorer.singles  # both paths are exercised
     for _ in range(200):
@@ -127,11 +133,7 @@ def test_past_the_exhaustive_limit_weights_are_found_one_member_at_a_time(monkey
 
 
 def test_the_local_search_ends_where_no_move_of_up_to_three_members_helps(monkeypatch):
-    rng = random.Random(3)  # data where moving two members at a time gets stuck below a three-member move
-    random_spans = lambda step: {Span(a, a + rng.randint(1, 4), rng.choice("PS LC OG".split()))
-                                 for a in rng.sample(range(0, 12, step), 3)}
-    gold = [Example("가" * 16, tuple(sorted(random_spans(4)))) for _ in range(40)]
-    by_member = [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(6)]
+    gold, by_member = _random_votes(random.Random(3), 40, 6)  # two-member moves get stuck below a three-member one
     monkeypatch.setattr("kner.models.ensemble.EXHAUSTIVE_LIMIT", 1)
     weights, _, f1 = choose(gold, by_member, 9, prune=True)
     scorer = VoteScorer(gold, by_member)

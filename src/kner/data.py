@@ -186,20 +186,17 @@ def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = Non
         note = f"nothing chosen on held-out data (fixed settings): trained on all {len(train):,} training sentences"
         return Splits(train, [], dev, {"on": "nothing", "dev_used_for_selection": False, "n_valid": 0,
                                        "n_train": len(train), "note": note}, *available)
-    if not chooses:
-        rest, valid = split_validation(train, valid_fraction, exclude=dev_all)
-        note = (f"nothing chosen on held-out data (fixed settings); {len(valid):,} validation sentences held out "
-                "of train all the same, for ensembles")
-        return Splits(rest, valid, dev, {"on": "nothing", "dev_used_for_selection": False, "n_valid": len(valid),
-                                         "n_train": len(rest), "rule": VALID_RULE.format(fraction=valid_fraction),
-                                         "note": note}, *available)
-    if select_on == "dev":
+    if select_on == "dev" and chooses:
         note = (f"selected on the {len(dev):,} dev sentences it is scored on (asked for by name): "
                 "its dev figures are optimistic")
         return Splits(train, dev, dev, {"on": "dev", "dev_used_for_selection": True, "n_valid": len(dev),
                                         "n_train": len(train), "note": note}, *available)
     rest, valid = split_validation(train, valid_fraction, exclude=dev_all)
-    note = f"selected on {len(valid):,} validation sentences held out of train; dev not used for selection"
-    return Splits(rest, valid, dev, {"on": "validation", "dev_used_for_selection": False, "n_valid": len(valid),
+    if chooses:
+        on, note = "validation", f"selected on {len(valid):,} validation sentences held out of train; dev not used for selection"
+    else:
+        on, note = "nothing", (f"nothing chosen on held-out data (fixed settings); {len(valid):,} validation sentences "
+                               "held out of train all the same, for ensembles")
+    return Splits(rest, valid, dev, {"on": on, "dev_used_for_selection": False, "n_valid": len(valid),
                                      "n_train": len(rest), "rule": VALID_RULE.format(fraction=valid_fraction),
                                      "note": note}, *available)

@@ -1,6 +1,7 @@
 """On a CUDA GPU (scripts/gpu_check.sh runs these there): every torch family learns a few sentences'
-exact spans in fp32 and in the mixed precision ``auto`` picks, and a model saved on the GPU
-predicts the same on the CPU."""
+exact spans in fp32 and in the mixed precision ``auto`` picks, a model saved on the GPU predicts
+the same on the CPU, and the sllm's cached decoding loop writes what transformers' ``generate``
+writes, with that machine's CUDA kernels and library versions."""
 from __future__ import annotations
 
 import pytest
@@ -49,3 +50,14 @@ def test_a_model_saved_on_the_gpu_predicts_the_same_on_the_cpu(family, tmp_path,
     loaded = kner.load(tmp_path / "model", device="cpu")
     assert weights_device(loaded).type == "cpu"
     assert loaded.predict(texts) == on_gpu == [sorted(ex.spans) for ex in overfit_examples]
+
+
+@pytest.mark.parametrize("family", ["sllm", "sllm-lora"])
+def test_sllm_decoding_loop_writes_what_generate_writes_on_the_gpu(family, tmp_path, request, overfit_examples):
+    from kner.models.sllm_decode import greedy
+
+    tagger = make(family, tmp_path, request, device="cuda", precision="fp32").fit(overfit_examples)
+    prompts = [tagger.prompt_ids(t) for t in [ex.text for ex in overfit_examples] + ["부산 사과", "오늘 3시 서울에서"]]
+    outputs, _ = greedy(tagger.model, prompts, tagger.pad_id, None, tagger.stop_ids, [12] * len(prompts))
+    assert outputs == sllm.generate_reference(tagger, prompts, 12)
+    assert len({tuple(o) for o in outputs}) > 1

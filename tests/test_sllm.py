@@ -51,6 +51,15 @@ def test_constrained_decoding_reproduces_any_text_from_an_untrained_model(untrai
     assert all(s.label in LABELS for ss in spans for s in ss)
 
 
+def test_unconstrained_greedy_decoding_writes_what_transformers_generate_writes(trained):
+    """The hand-written cached loop against the reference: left-padded prompts of different
+    lengths, greedy, stopped at the end token or the budget."""
+    prompts = [trained.prompt_ids(t) for t in [ex.text for ex in OVERFIT] + TRICKY]
+    outputs, _ = greedy(trained.model, prompts, trained.pad_id, None, trained.stop_ids, [12] * len(prompts))
+    assert outputs == builder.generate_reference(trained, prompts, 12)
+    assert len({tuple(o) for o in outputs}) > 1  # the prompts do lead to different continuations
+
+
 def test_every_path_through_the_automaton_is_valid_markup_of_the_input(untrained):
     """Random walks over the allowed tokens (not just the greedy one) always end in markup that
     parses back to exactly the input, entities included."""

@@ -53,3 +53,18 @@ def make(tmp_path, request, **overrides) -> SLLMTagger:
                     warmup_ratio=0.0, eval_limit=0, max_chars=120, predict_batch_size=16, device="cpu",
                     num_threads=1, seed=0)
     return SLLMTagger(**{**settings, **overrides})
+
+
+def generate_reference(tagger: SLLMTagger, prompts: list[list[int]], max_new: int) -> list[list[int]]:
+    """What transformers' own ``generate`` writes greedily after left-padded ``prompts``, cut
+    before the first stop token: the reference for kner's hand-written cached decoding loop."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tagger.pad_id] * (width - len(p)) + p for p in prompts], device=tagger.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=tagger.device)
+    with torch.inference_mode():
+        rows = tagger.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                                     num_beams=1, pad_token_id=tagger.pad_id,
+                                     eos_token_id=sorted(tagger.stop_ids))[:, width:].tolist()
+    return [row[:next((k for k, t in enumerate(row) if t in tagger.stop_ids), len(row))] for row in rows]

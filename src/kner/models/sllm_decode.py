@@ -12,6 +12,7 @@ a control character the vocabulary lacks is still written, one byte token at a t
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import re
 from collections.abc import Sequence
@@ -200,6 +201,13 @@ def _decoder_and_head(model):
     return core.get_decoder(), core.get_output_embeddings()
 
 
+def _cache_keyword(model) -> str:
+    """The body's keyword for its KV cache: ``cache`` in recent transformers, ``past_key_values``
+    before. A forward swallows unknown keywords, so the wrong name would decode without the cache."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(core.get_decoder().forward).parameters else "past_key_values"
+
+
 def _choose(head, hidden: torch.Tensor, allowed: Sequence[Sequence[int]]) -> list[int]:
     """The greedy token for each row of ``hidden`` (n, hidden) among that row's allowed ids; only
     their logits are computed."""
@@ -247,10 +255,11 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
     speculative = automata is not None and draft_tokens > 0
     # Verification drops rejected tokens from the cache, so sliding-window layers must keep all of theirs.
     cache = DynamicCache() if speculative else DynamicCache(config=model.config)
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+    cached = {_cache_keyword(model): cache}
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, **cached,
                      use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
     if speculative:
-        return _verify(decoder, head, cache, hidden, mask, positions[:, -1] + 1, automata, draft_tokens)
+        return _verify(decoder, head, cached, hidden, mask, positions[:, -1] + 1, automata, draft_tokens)
     out: list[list[int]] = [[] for _ in prompts]
     done = [bool(automata) and automata[r].done for r in range(rows)]
     forwards, step_pos = 1, positions[:, -1:]  # (rows, 1)
@@ -278,12 +287,12 @@ def greedy(model, prompts: Sequence[Sequence[int]], pad_id: int, automata: Seque
         mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
         step_pos = step_pos + 1
         hidden = decoder(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=mask, position_ids=step_pos,
-                         cache=cache, use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
+                         **cached, use_cache=True).last_hidden_state[:, -1]  # (rows, hidden)
         forwards += 1
     return out, forwards
 
 
-def _verify(decoder, head, cache, hidden: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
+def _verify(decoder, head, cached: dict, hidden: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
             automata: Sequence[MarkupAutomaton], draft_tokens: int) -> tuple[list[list[int]], int]:
     """Constrained greedy decoding that checks copied text in one forward pass: speculative
     decoding with the input as the draft. Each forward feeds a row's chosen token and up to
@@ -294,6 +303,7 @@ def _verify(decoder, head, cache, hidden: torch.Tensor, mask: torch.Tensor, next
     it had been decoded one token at a time."""
     out: list[list[int]] = [[] for _ in automata]
     rows = list(range(len(automata)))  # the cache's rows, in order
+    (cache,) = cached.values()  # {keyword: the KV cache}, as the body takes it
     todo = [r for r in rows if not automata[r].done]
     pending = dict(zip(todo, _choose(head, hidden[todo], [automata[r].allowed() for r in todo]))) if todo else {}
     keep, block, forwards = [0] * len(rows), 0, 1  # pending: the chosen token to feed next, by row
@@ -312,7 +322,7 @@ def _verify(decoder, head, cache, hidden: torch.Tensor, mask: torch.Tensor, next
         ids = torch.tensor([f + [f[0]] * (block - len(f)) for f in feeds], device=mask.device)  # (live, block)
         mask = torch.cat([mask, mask.new_ones((len(live), block))], dim=1)
         positions = next_pos[:, None] + torch.arange(block, device=mask.device)
-        states = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+        states = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, **cached,
                          use_cache=True).last_hidden_state  # (live, block, hidden)
         forwards += 1
         rows, keep, pending = live, [1] * len(live), {}

@@ -60,4 +60,4 @@ def test_sllm_decoding_loop_writes_what_generate_writes_on_the_gpu(family, tmp_p
     prompts = [tagger.prompt_ids(t) for t in [ex.text for ex in overfit_examples] + ["부산 사과", "오늘 3시 서울에서"]]
     outputs, _ = greedy(tagger.model, prompts, tagger.pad_id, None, tagger.stop_ids, [12] * len(prompts))
     assert outputs == sllm.generate_reference(tagger, prompts, 12)
-    assert len({tuple(o) for o in outputs}) > 1
+    assert len({tuple(o) for o in outputs}) > 1  # the prompts lead to different continuations

@@ -23,7 +23,7 @@ class CRFConfig:
     c1: float = 0.05
     """L1 penalty (sparsity)."""
     c2: float = 1.0
-    """L2 penalty (chosen on validation among 0.05-2.0)."""
+    """L2 penalty."""
     max_iterations: int = 150
     """L-BFGS iterations."""
     window: int = 3

@@ -194,18 +194,22 @@ class MarkupAutomaton:
 
 # --- batched greedy generation with a KV cache ---------------------------------------------------
 
+def _core(model):
+    """The causal LM itself, through a peft wrapper (its LoRA layers stay active inside)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _decoder_and_head(model):
-    """The transformer body and the output projection of a causal LM (through a peft wrapper:
-    its LoRA layers stay active inside the body; "all-linear" LoRA leaves the head alone)."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The transformer body and the output projection of a causal LM ("all-linear" LoRA leaves
+    the head alone)."""
+    core = _core(model)
     return core.get_decoder(), core.get_output_embeddings()
 
 
 def _cache_keyword(model) -> str:
     """The body's keyword for its KV cache: ``cache`` in recent transformers, ``past_key_values``
     before. A forward swallows unknown keywords, so the wrong name would decode without the cache."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(core.get_decoder().forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(_core(model).get_decoder().forward).parameters else "past_key_values"
 
 
 def _choose(head, hidden: torch.Tensor, allowed: Sequence[Sequence[int]]) -> list[int]:

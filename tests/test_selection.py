@@ -166,7 +166,7 @@ def test_built_in_recipes_load_and_resolve_for_every_family(monkeypatch):
     bert = recipe.load("klue-gpu")["families"]["bert"]
     assert bert == {"base_model": "klue/bert-base", "lr": 5e-5, "batch_size": 32, "epochs": 5, "warmup_ratio": 0.1,
                     "weight_decay": 0.01, "precision": "fp16", "seed": 42, "max_length": 128, "device": "cuda"}
-    for name in ("klue-cpu", "klue-gpu"):
+    for name in recipe.names():
         for family in recipe.load(name)["families"]:
             recipe.resolve(recipe.load(name), family, models.get(family).Config, {})  # no unknown key shipped
 

@@ -1,4 +1,5 @@
-"""A proper-noun gazetteer from Kiwi's dictionaries: names that KLUE's training data never shows.
+"""Kiwi's dictionaries as feature tables, read without Kiwi's analysis: a proper-noun gazetteer
+(names that KLUE's training data never shows) and a morpheme lexicon (part-of-speech hints).
 
 ``kiwipiepy_model`` (Apache-2.0, installed with kiwipiepy) ships ``multi.dict``, about 198,000
 multi-word proper nouns each tagged with its Wikidata class (Q5 human, Q476028 football club, ...),
@@ -14,6 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 FILE = "gazetteer.tsv.gz"
+LEXICON_FILE = "lexicon.tsv.gz"
 MIN_CLASS = 300
 """Wikidata classes with fewer entries are pooled into one value, ``Q`` (the rare ones are noise)."""
 UNCLASSED = "NNP"
@@ -46,11 +48,29 @@ def from_kiwi(min_class: int = MIN_CLASS) -> dict[str, str]:
     return table
 
 
-class Gazetteer:
-    """Greedy longest match of the table's names, starting where a word starts."""
+class _Table:
+    """A surface -> value table that a model saves beside its weights."""
+
+    file = FILE
 
     def __init__(self, table: dict[str, str]) -> None:
         self.table = table
+
+    def save(self, directory: Path) -> None:
+        with gzip.open(directory / self.file, "wt", encoding="utf-8") as f:
+            f.writelines(f"{surface}\t{value}\n" for surface, value in sorted(self.table.items()))
+
+    @classmethod
+    def load(cls, directory: Path):
+        with gzip.open(directory / cls.file, "rt", encoding="utf-8") as f:
+            return cls(dict(line.rstrip("\n").split("\t", 1) for line in f))
+
+
+class Gazetteer(_Table):
+    """Greedy longest match of the table's names, starting where a word starts."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        super().__init__(table)
         lengths = defaultdict(set)  # first two characters -> lengths of the names that start so
         for surface in table:
             lengths[surface[:2]].add(len(surface))
@@ -70,11 +90,66 @@ class Gazetteer:
             i += 1
         return out
 
-    def save(self, directory: Path) -> None:
-        with gzip.open(directory / FILE, "wt", encoding="utf-8") as f:
-            f.writelines(f"{surface}\t{cls}\n" for surface, cls in sorted(self.table.items()))
 
-    @classmethod
-    def load(cls, directory: Path) -> "Gazetteer":
-        with gzip.open(directory / FILE, "rt", encoding="utf-8") as f:
-            return cls(dict(line.rstrip("\n").split("\t", 1) for line in f))
+FAMILIES = (("J", "J"), ("E", "E"), ("V", "V"), ("MA", "M"), ("MM", "M"), ("S", "S"), ("XS", "XS"))
+"""Tag prefix -> family: particles, endings, predicates, modifiers, symbols and suffixes are pooled
+(their members matter less for names than that they are one); nouns, roots and the rest stay apart."""
+NOT_FORMS = ("UN", "P", "Z_", "W_", "USER")
+"""Kiwi's tags of entries that are not plain surface forms (fragments, codas, patterns)."""
+
+
+def tag_family(tag: str) -> str:
+    tag = tag.split("-")[0]  # VV-R, VA-I: irregular conjugation classes of the same tag
+    return next((family for prefix, family in FAMILIES if tag.startswith(prefix)), tag)
+
+
+@functools.lru_cache(maxsize=1)  # about five seconds; the table is shared: never modify it
+def lexicon_from_kiwi() -> dict[str, str]:
+    """Surface form -> its ambiguity class, the sorted tag families it can take ("J|NNG"), over
+    every morpheme of the installed Kiwi model (about 250,000 forms)."""
+    from .morphology import kiwi, kiwi_size
+
+    analyser, families = kiwi(), defaultdict(set)
+    for i in range(kiwi_size()):
+        m = analyser.morpheme(i)
+        if m.form and " " not in m.form and not m.tag.startswith(NOT_FORMS):
+            families[m.form].add(tag_family(m.tag))
+    return {form: "|".join(sorted(fams)) for form, fams in families.items()}
+
+
+class Lexicon(_Table):
+    """Greedy longest match of Kiwi's morpheme forms inside each run of letters and digits: per
+    character the ambiguity class of the form matched over it. A part-of-speech hint at a small
+    fraction of the cost of Kiwi's analysis, which searches a language model for the best reading."""
+
+    file = LEXICON_FILE
+    MAX_LEN = 12
+    """Longer forms are not matched (a few compounds; a bound on the work per character)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        super().__init__(table)
+        lengths = defaultdict(set)  # first character -> lengths of the forms that start with it
+        for form in table:
+            if len(form) <= self.MAX_LEN:
+                lengths[form[0]].add(len(form))
+        self._lengths = {k: sorted(v, reverse=True) for k, v in lengths.items()}
+
+    def tags(self, text: str) -> list[str]:
+        """Per character: ``B-CLASS`` / ``I-CLASS`` of the form matched over it, ``U`` for a letter
+        or digit no form covers, ``O`` for spaces and punctuation."""
+        out, i, n = ["O"] * len(text), 0, len(text)
+        while i < n:
+            end = i
+            while end < n and text[end].isalnum():
+                end += 1
+            while i < end:
+                for length in self._lengths.get(text[i], ()):
+                    if i + length <= end and (cls := self.table.get(text[i : i + length])):
+                        out[i : i + length] = ["B-" + cls] + ["I-" + cls] * (length - 1)
+                        i += length
+                        break
+                else:
+                    out[i] = "U"
+                    i += 1
+            i += 1
+        return out

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..align import bio_to_spans, eojeol_positions, morpheme_tags, spans_to_bio
-from ..gazetteer import Gazetteer, from_kiwi
+from ..gazetteer import Gazetteer, Lexicon, from_kiwi, lexicon_from_kiwi
 from ..morphology import kiwi
 from ..types import Example, Span
 from .base import Tagger
@@ -22,7 +22,7 @@ MODEL_FILE = "model.crfsuite"
 class CRFConfig:
     c1: float = 0.05
     """L1 penalty (sparsity)."""
-    c2: float = 1.0
+    c2: float = 0.5
     """L2 penalty."""
     max_iterations: int = 150
     """L-BFGS iterations."""
@@ -44,6 +44,10 @@ class CRFConfig:
     gazetteer: bool = False
     """Whether each syllable lies in a proper noun of Kiwi's dictionaries, and that name's Wikidata
     class (kner.gazetteer; the derived table is saved with the model)."""
+    lexicon: bool = True
+    """The tag families Kiwi's lexicon gives the form matched over each syllable, alone, with the
+    syllable and with its neighbours': part-of-speech hints without Kiwi's analysis
+    (kner.gazetteer.Lexicon; the table is saved with the model)."""
     min_freq: int = 1
     """Drop features seen fewer times than this in training (crfsuite's feature.minfreq)."""
     workers: int = 1
@@ -74,7 +78,8 @@ class Featurizer:
     def __init__(self, config: CRFConfig) -> None:
         self.config = config
         self._kiwi = kiwi() if config.kiwi else None
-        self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
+        self.gazetteer: Gazetteer | None = None  # these two are set by fit (from Kiwi's dictionaries) or load
+        self.lexicon: Lexicon | None = None
 
     def many(self, texts: list[str]):
         """Features of each text, lazily; Kiwi analyses the whole list on its thread pool."""
@@ -99,12 +104,22 @@ class Featurizer:
         if cfg.eojeol or cfg.affixes:
             cols += self._eojeol_columns(text, cfg.eojeol, cfg.affixes)
         if self._kiwi:
-            tags = morpheme_tags(text, tokens)
-            cols += [["m=" + t for t in tags], ["m-1=" + t for t in ["^"] + tags[:-1]], ["m+1=" + t for t in tags[1:] + ["$"]]]
-        if cfg.gazetteer:
-            tags = self.gazetteer.tags(text)
-            cols += [["g=" + t for t in tags], ["g-1=" + t for t in ["^"] + tags[:-1]], ["g+1=" + t for t in tags[1:] + ["$"]]]
+            cols += self._tag_columns("m", morpheme_tags(text, tokens))
+        if self.gazetteer:
+            cols += self._tag_columns("g", self.gazetteer.tags(text))
+        if self.lexicon:
+            tags = self.lexicon.tags(text)
+            before, after = ["^"] + tags[:-1], tags[1:] + ["$"]
+            cols += self._tag_columns("x", tags)
+            cols += [[f"cx={c}{t}" for c, t in zip(text, tags)],  # 이 as a particle, or inside a name
+                     [f"xp={a}/{t}" for a, t in zip(before, tags)], [f"xn={t}/{a}" for t, a in zip(tags, after)]]
         return [list(row) for row in zip(*cols)]
+
+    @staticmethod
+    def _tag_columns(name: str, tags: list[str]) -> list[list[str]]:
+        """A per-character tag and its neighbours' tags."""
+        return [[f"{name}={t}" for t in tags], [f"{name}-1={t}" for t in ["^"] + tags[:-1]],
+                [f"{name}+1={t}" for t in tags[1:] + ["$"]]]
 
     @staticmethod
     def _eojeol_columns(text: str, shape: bool, affixes: bool) -> list[list[str]]:
@@ -139,11 +154,11 @@ PARALLEL_MIN = 256
 _worker: "CRFTagger | None" = None  # the tagger of a worker process
 
 
-def _start_worker(config: CRFConfig, blob: bytes, table: dict[str, str] | None) -> None:
+def _start_worker(config: CRFConfig, blob: bytes, gazetteer: Gazetteer | None, lexicon: Lexicon | None) -> None:
     global _worker
     _worker = CRFTagger(config, workers=1)
     _worker._open(blob)
-    _worker.featurizer.gazetteer = Gazetteer(table) if table is not None else None
+    _worker.featurizer.gazetteer, _worker.featurizer.lexicon = gazetteer, lexicon
 
 
 def _tag_in_worker(texts: list[str]) -> list[list[Span]]:
@@ -157,6 +172,7 @@ class CRFTagger(Tagger):
     Config = CRFConfig
     selects = False  # L-BFGS for a fixed number of iterations: nothing to choose on validation
     runtime_settings = ("workers",)
+    former_defaults = {"lexicon": False}  # models saved before the lexicon features
 
     def __init__(self, config: CRFConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -175,6 +191,8 @@ class CRFTagger(Tagger):
         train = [ex for ex in train if ex.text]
         if self.config.gazetteer:
             self.featurizer.gazetteer = Gazetteer(from_kiwi())
+        if self.config.lexicon:
+            self.featurizer.lexicon = Lexicon(lexicon_from_kiwi())
         features = self.featurizer.many([ex.text for ex in train])
         for ex, xseq in tqdm(zip(train, features), total=len(train), desc="crf features", unit="sent", leave=False):
             trainer.append(xseq, spans_to_bio(ex.text, ex.spans))
@@ -216,9 +234,8 @@ class CRFTagger(Tagger):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            table = self.featurizer.gazetteer.table if self.featurizer.gazetteer else None
             self._pool = ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), _start_worker,
-                                             (self.config, self._blob, table))
+                                             (self.config, self._blob, self.featurizer.gazetteer, self.featurizer.lexicon))
             weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
         return self._pool
 
@@ -226,8 +243,9 @@ class CRFTagger(Tagger):
         if self._tagger is None:
             raise RuntimeError("cannot save an untrained CRF")
         (directory / MODEL_FILE).write_bytes(self._blob)
-        if self.featurizer.gazetteer:
-            self.featurizer.gazetteer.save(directory)
+        for table in (self.featurizer.gazetteer, self.featurizer.lexicon):
+            if table:
+                table.save(directory)
 
     @classmethod
     def _load(cls, directory: Path, config: CRFConfig) -> "CRFTagger":
@@ -235,4 +253,6 @@ class CRFTagger(Tagger):
         tagger._open((directory / MODEL_FILE).read_bytes())
         if config.gazetteer:
             tagger.featurizer.gazetteer = Gazetteer.load(directory)
+        if config.lexicon:
+            tagger.featurizer.lexicon = Lexicon.load(directory)
         return tagger

@@ -43,7 +43,8 @@ def test_the_table_survives_save_and_load(tmp_path, kind):
     assert (tmp_path / kind.file).is_file() and kind.load(tmp_path).table == TABLE
 
 
-LEXICON = {"이순신": "NNP", "이": "J|NNG|NR", "순": "NNG", "은": "E|J|NNG", "장군": "NNG", "서울": "NNP", "3": "S"}
+LEXICON = {"이순신": "NNP", "이": "J|NNG|NR", "순": "NNG", "은": "E|J|NNG", "장군": "NNG", "서울": "NNP",
+           "3": "S"}
 
 
 def test_the_lexicon_matches_the_longest_form_inside_each_run_and_marks_what_it_cannot_cover():

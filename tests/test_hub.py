@@ -109,7 +109,8 @@ def test_push_creates_the_repo_and_uploads_model_files_and_card_in_one_commit(cr
     assert (kind1, repo1, kind2, repo2) == ("create_repo", "me/kner-crf", "create_commit", "me/kner-crf")
     assert create["private"] is True and create["exist_ok"] is True and create["token"] == "hf_secret"
     uploaded = {op.path_in_repo: op for op in commit["operations"]}
-    assert set(uploaded) == {"kner.json", "model.crfsuite", "README.md"}  # no checkpoints, hidden files or old card
+    # the lexicon table is part of the model; no checkpoints, hidden files or old card
+    assert set(uploaded) == {"kner.json", "model.crfsuite", "lexicon.tsv.gz", "README.md"}
     assert uploaded["README.md"].path_or_fileobj.decode("utf-8") == result.card
     assert commit["token"] == "hf_secret" and "crf" in commit["commit_message"]
     assert result.url == "https://huggingface.co/me/kner-crf"

@@ -5,7 +5,9 @@
 multi-word proper nouns each tagged with its Wikidata class (Q5 human, Q476028 football club, ...),
 and ``default.dict``, about 113,000 proper nouns without a class. The classes are not mapped onto
 PS / LC / OG by hand: each becomes a feature value and the model learns what it means for KLUE.
-The dictionaries are read once, when a model is trained; the derived table is saved with it.
+The lexicon comes from the morpheme list of the same package's model (about 250,000 surface
+forms with their part-of-speech tags). The dictionaries are read once, when a model is trained;
+the derived table is saved with it.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ def kiwi():
         from kiwipiepy import Kiwi
     except ImportError as exc:  # e.g. a GPU machine without it: name the settings that do without Kiwi
         raise ImportError("Kiwi's morphological analysis needs kiwipiepy (pip install kiwipiepy), or turn the Kiwi "
-                          "features off: bilstm-crf --kiwi-dim 0 --kiwi-vectors 0, crf --no-kiwi, "
+                          "features off: bilstm-crf --kiwi-dim 0 --kiwi-vectors 0, crf --no-kiwi --no-lexicon, "
                           "bert --pretokenize none") from exc
 
     return Kiwi(num_workers=-1)

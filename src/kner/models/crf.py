@@ -234,8 +234,9 @@ class CRFTagger(Tagger):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            tables = self.featurizer.gazetteer, self.featurizer.lexicon
             self._pool = ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), _start_worker,
-                                             (self.config, self._blob, self.featurizer.gazetteer, self.featurizer.lexicon))
+                                             (self.config, self._blob, *tables))
             weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
         return self._pool
 

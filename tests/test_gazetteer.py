@@ -58,8 +58,9 @@ def test_the_lexicon_matches_the_longest_form_inside_each_run_and_marks_what_it_
     assert Lexicon(LEXICON).tags("") == []
 
 
-def test_a_form_longer_than_its_run_is_not_matched_across_a_space():
-    assert spans("이순 신", Lexicon(LEXICON).tags("이순 신")) == [("이", "J|NNG|NR"), ("순", "NNG")]
+def test_a_form_is_matched_only_inside_one_run_of_letters_and_digits():
+    lexicon = Lexicon({"3": "SN", "5": "SN", "3.5": "SN", "서울 역": "NNP", "서울": "NNP"})
+    assert spans("3.5 서울 역", lexicon.tags("3.5 서울 역")) == [("3", "SN"), ("5", "SN"), ("서울", "NNP")]
 
 
 def test_kiwis_lexicon_gives_each_form_the_sorted_tag_families_it_can_take():

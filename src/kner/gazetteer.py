@@ -51,12 +51,21 @@ def from_kiwi(min_class: int = MIN_CLASS) -> dict[str, str]:
 
 
 class _Table:
-    """A surface -> value table that a model saves beside its weights."""
+    """A surface -> value table that a model saves beside its weights, indexed for longest match."""
 
-    file = FILE
+    file: str
+    prefix = 1
+    """Characters of an entry that index the lengths of the entries starting with them."""
+    max_len: int | None = None
+    """Longer entries are never matched (None: no bound)."""
 
     def __init__(self, table: dict[str, str]) -> None:
         self.table = table
+        lengths = defaultdict(set)
+        for surface in table:
+            if self.max_len is None or len(surface) <= self.max_len:
+                lengths[surface[: self.prefix]].add(len(surface))
+        self._lengths = {k: sorted(v, reverse=True) for k, v in lengths.items()}
 
     def save(self, directory: Path) -> None:
         with gzip.open(directory / self.file, "wt", encoding="utf-8") as f:
@@ -71,12 +80,8 @@ class _Table:
 class Gazetteer(_Table):
     """Greedy longest match of the table's names, starting where a word starts."""
 
-    def __init__(self, table: dict[str, str]) -> None:
-        super().__init__(table)
-        lengths = defaultdict(set)  # first two characters -> lengths of the names that start so
-        for surface in table:
-            lengths[surface[:2]].add(len(surface))
-        self._lengths = {k: sorted(v, reverse=True) for k, v in lengths.items()}
+    file = FILE
+    prefix = 2  # every name has two characters or more
 
     def tags(self, text: str) -> list[str]:
         """Per character: ``B-CLASS`` / ``I-CLASS`` of the name matched over it, else ``O``."""
@@ -125,16 +130,7 @@ class Lexicon(_Table):
     fraction of the cost of Kiwi's analysis, which searches a language model for the best reading."""
 
     file = LEXICON_FILE
-    MAX_LEN = 12
-    """Longer forms are not matched (a few compounds; a bound on the work per character)."""
-
-    def __init__(self, table: dict[str, str]) -> None:
-        super().__init__(table)
-        lengths = defaultdict(set)  # first character -> lengths of the forms that start with it
-        for form in table:
-            if len(form) <= self.MAX_LEN:
-                lengths[form[0]].add(len(form))
-        self._lengths = {k: sorted(v, reverse=True) for k, v in lengths.items()}
+    max_len = 12  # a few long compounds are lost; it bounds the work per character
 
     def tags(self, text: str) -> list[str]:
         """Per character: ``B-CLASS`` / ``I-CLASS`` of the form matched over it, ``U`` for a letter

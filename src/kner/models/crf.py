@@ -108,18 +108,19 @@ class Featurizer:
         if self.gazetteer:
             cols += self._tag_columns("g", self.gazetteer.tags(text))
         if self.lexicon:
-            tags = self.lexicon.tags(text)
-            before, after = ["^"] + tags[:-1], tags[1:] + ["$"]
-            cols += self._tag_columns("x", tags)
-            cols += [[f"cx={c}{t}" for c, t in zip(text, tags)],  # 이 as a particle, or inside a name
-                     [f"xp={a}/{t}" for a, t in zip(before, tags)], [f"xn={t}/{a}" for t, a in zip(tags, after)]]
+            cols += self._tag_columns("x", self.lexicon.tags(text), text)
         return [list(row) for row in zip(*cols)]
 
     @staticmethod
-    def _tag_columns(name: str, tags: list[str]) -> list[list[str]]:
-        """A per-character tag and its neighbours' tags."""
-        return [[f"{name}={t}" for t in tags], [f"{name}-1={t}" for t in ["^"] + tags[:-1]],
-                [f"{name}+1={t}" for t in tags[1:] + ["$"]]]
+    def _tag_columns(name: str, tags: list[str], text: str | None = None) -> list[list[str]]:
+        """A per-character tag and its neighbours' tags; given the text, also each syllable joined to
+        its tag (이 as a particle, or inside a name) and the pairs of neighbouring tags."""
+        before, after = ["^"] + tags[:-1], tags[1:] + ["$"]
+        cols = [[f"{name}={t}" for t in tags], [f"{name}-1={t}" for t in before], [f"{name}+1={t}" for t in after]]
+        if text is not None:
+            cols += [[f"c{name}={c}{t}" for c, t in zip(text, tags)],
+                     [f"{name}p={a}/{t}" for a, t in zip(before, tags)], [f"{name}n={t}/{a}" for t, a in zip(tags, after)]]
+        return cols
 
     @staticmethod
     def _eojeol_columns(text: str, shape: bool, affixes: bool) -> list[list[str]]:

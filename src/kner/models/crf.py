@@ -119,7 +119,8 @@ class Featurizer:
         cols = [[f"{name}={t}" for t in tags], [f"{name}-1={t}" for t in before], [f"{name}+1={t}" for t in after]]
         if text is not None:
             cols += [[f"c{name}={c}{t}" for c, t in zip(text, tags)],
-                     [f"{name}p={a}/{t}" for a, t in zip(before, tags)], [f"{name}n={t}/{a}" for t, a in zip(tags, after)]]
+                     [f"{name}p={a}/{t}" for a, t in zip(before, tags)],
+                     [f"{name}n={t}/{a}" for t, a in zip(tags, after)]]
         return cols
 
     @staticmethod

@@ -11,7 +11,7 @@ import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
 from kner.models import bilstm_crf
-from kner.models.bilstm_crf import CLASSES, GAZ, LEX, MORPH, BiLSTMCRFTagger, Vocab
+from kner.models.bilstm_crf import CLASSES, GAZ, MORPH, BiLSTMCRFTagger, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
@@ -102,28 +102,24 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     vocab = Vocab(["가", "나"], [], [])
     text = "가漢😀a나"
     ids = vocab.encode(text, None)
-    assert ids.shape == (len(text), 11)
+    assert ids.shape == (len(text), 10)
     assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
 
 
 def test_encoding_texts_together_equals_encoding_each_alone():
-    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"], gaz=["B-Q5", "I-Q5"],
-                  lex=["U", "B-NNG", "I-NNG"])
+    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"], gaz=["B-Q5", "I-Q5"])
     texts = ["가나", "나 가漢", "가"]
     feats = [(["B-NNP", "I-NNP"], [-1, -1]), None, (["B-NNP"], [-1])]
     gaz = [["B-Q5", "I-Q5"], None, ["O"]]
-    lex = [["B-NNG", "I-NNG"], ["B-NNG", "O", "B-NNG", "U"], None]
-    together = vocab.encode_many(texts, feats, gaz_tags=gaz, lex_tags=lex)
-    assert [t.shape for t in together] == [(2, 11), (4, 11), (1, 11)]
-    for text, f, g, x, ids in zip(texts, feats, gaz, lex, together):
-        assert torch.equal(ids, vocab.encode(text, f, g, x))
+    together = vocab.encode_many(texts, feats, gaz_tags=gaz)
+    assert [t.shape for t in together] == [(2, 10), (4, 10), (1, 10)]
+    for text, f, g, ids in zip(texts, feats, gaz, together):
+        assert torch.equal(ids, vocab.encode(text, f, g))
     assert together[0][:, 1].tolist() == [vocab.bigram_id["\x02가"], vocab.bigram_id["가나"]]
     assert together[0][:, 7].tolist() == [vocab.pos_id["B-NNP"], vocab.pos_id["I-NNP"]]
     assert together[0][:, GAZ].tolist() == [vocab.gaz_id["B-Q5"], vocab.gaz_id["I-Q5"]]
     assert together[1][:, GAZ].tolist() == together[2][:, GAZ].tolist() + [0] * 3 == [0] * 4  # no match: 0
-    assert together[1][:, LEX].tolist() == [vocab.lex_id["B-NNG"], 0, vocab.lex_id["B-NNG"], vocab.lex_id["U"]]
-    assert together[2][:, LEX].tolist() == [0]
 
 
 def test_kiwi_morpheme_vectors_give_back_kiwis_own_similarities():
@@ -294,21 +290,6 @@ def test_gazetteer_features_mark_dictionary_names_and_the_table_travels_with_the
     monkeypatch.setattr(bilstm_crf, "from_kiwi", lambda *a: pytest.fail("loading read the dictionaries"))
     loaded = kner.load(tagger.save(tmp_path / "model"))
     assert loaded.gazetteer.table == table
-    assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
-
-
-def test_lexicon_features_mark_kiwi_forms_and_the_table_travels_with_the_model(tmp_path, monkeypatch,
-                                                                            overfit_examples):
-    table = {"부산": "NNP", "의": "J", "이순": "NNG|NNP"}
-    monkeypatch.setattr(bilstm_crf, "lexicon_from_kiwi", lambda: table)  # Kiwi's own list: tests/test_gazetteer.py
-    tagger = BiLSTMCRFTagger(**TINY, lexicon_dim=4, max_epochs=2).fit(overfit_examples)
-    text = "부산의 이순신!"
-    marked = [tagger.vocab.lex[i - 1] if i else "O" for i in tagger._encode([text])[0][:, LEX].tolist()]
-    assert marked == ["B-NNP", "I-NNP", "B-J", "O", "B-NNG|NNP", "I-NNG|NNP", "U", "O"]
-    assert tagger.net.lex.weight.shape == (1 + 1 + 2 * 3, 4)  # padding/O, U, and B- and I- of each class
-    monkeypatch.setattr(bilstm_crf, "lexicon_from_kiwi", lambda: pytest.fail("loading read Kiwi's lexicon"))
-    loaded = kner.load(tagger.save(tmp_path / "model"))
-    assert loaded.lexicon.table == table
     assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
 
 

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..align import bio_labels, bio_to_spans, eojeol_positions, morpheme_ids, morpheme_tags, spans_to_bio
-from ..gazetteer import Gazetteer, Lexicon, from_kiwi, lexicon_from_kiwi
+from ..gazetteer import Gazetteer, from_kiwi
 from ..scoring import score
 from ..morphology import kiwi, kiwi_model_version, kiwi_placeholder, kiwi_size, morpheme_vectors
 from ..types import Example, Span
@@ -41,10 +41,9 @@ RECALL_BIASES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # the values fit tries when reca
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
-# Columns of an encoded text (seq, 11): syllable, left/right bigram, eojeol position, jamo (initial,
-# medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme, gazetteer match,
-# lexicon match.
-CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH, GAZ, LEX = 0, 1, 2, 3, 4, 7, 8, 9, 10
+# Columns of an encoded text (seq, 10): syllable, left/right bigram, eojeol position, jamo (initial,
+# medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme, gazetteer match.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH, GAZ = 0, 1, 2, 3, 4, 7, 8, 9
 
 
 @dataclass
@@ -73,9 +72,6 @@ class BiLSTMCRFConfig:
     """Embedding size of the name matched over each character in Kiwi's proper-noun dictionaries
     (kner.gazetteer: ``B-``/``I-`` of its Wikidata class; the derived table is saved with the model);
     0 = off (chosen on validation: docs/experiments.md)."""
-    lexicon_dim: int = 0
-    """Embedding size of the tag families Kiwi's lexicon gives the form matched over each character
-    (kner.gazetteer.Lexicon, as the CRF's ``lexicon``; the table is saved with the model); 0 = off."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -137,14 +133,13 @@ def _jamo(ch: str) -> tuple[int, int, int]:
 
 class Vocab:
     """Syllable, bigram and Kiwi-tag ids from the training text, the Kiwi morphemes that have
-    a vector row, and the gazetteer's and lexicon's tags (0 is padding everywhere)."""
+    a vector row, and the gazetteer's tags (0 is padding everywhere)."""
 
     def __init__(self, chars: list[str], bigrams: list[str], pos: list[str], morphemes: list[int] = (),
-                 kiwi_model: str | None = None, gaz: list[str] = (), lex: list[str] = ()) -> None:
+                 kiwi_model: str | None = None, gaz: list[str] = ()) -> None:
         self.chars, self.bigrams, self.pos, self.morphemes = chars, bigrams, pos, list(morphemes)
-        self.gaz, self.lex = list(gaz), list(lex)
+        self.gaz = list(gaz)
         self.gaz_id = {t: i + 1 for i, t in enumerate(self.gaz)}  # O is 0: no match, like padding
-        self.lex_id = {t: i + 1 for i, t in enumerate(self.lex)}
         self.kiwi_model = kiwi_model  # the Kiwi model whose ids ``morphemes`` are
         self.morph_row = {m: i + 1 for i, m in enumerate(self.morphemes)}
         self.char_id = {c: i + 1 + len(CLASSES) for i, c in enumerate(chars)}
@@ -155,7 +150,7 @@ class Vocab:
 
     @classmethod
     def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig,
-              gazetteer: Gazetteer | None = None, lexicon: Lexicon | None = None) -> "Vocab":
+              gazetteer: Gazetteer | None = None) -> "Vocab":
         chars = Counter(c for t in texts for c in t)
         bigrams = Counter(p[i : i + 2] for t in texts for p in ["\x02" + t + "\x03"] for i in range(len(t) + 1))
         tags = Counter(tag for seq, _ in kiwi_feats or [] for tag in seq) if cfg.kiwi_dim else {}
@@ -167,32 +162,29 @@ class Vocab:
         return cls(sorted(c for c, n in chars.items() if n >= cfg.min_freq),
                    sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags),
                    sorted(morphemes), kiwi_model_version() if morphemes else None,
-                   _bio_values(gazetteer), ["U", *_bio_values(lexicon)] if lexicon else [])
+                   sorted(f"{p}-{c}" for c in set(gazetteer.table.values()) for p in "BI") if gazetteer else ())
 
-    def sizes(self) -> tuple[int, int, int, int, int, int]:
+    def sizes(self) -> tuple[int, int, int, int, int]:
         return (1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes),
-                1 + len(self.gaz), 1 + len(self.lex))
+                1 + len(self.gaz))
 
-    def encode(self, text: str, kiwi_feats: tuple | None, gaz_tags: list[str] | None = None,
-               lex_tags: list[str] | None = None) -> torch.Tensor:
-        """``(len(text), 11)`` ids; see the column constants. ``kiwi_feats``: per character the
+    def encode(self, text: str, kiwi_feats: tuple | None, gaz_tags: list[str] | None = None) -> torch.Tensor:
+        """``(len(text), 10)`` ids; see the column constants. ``kiwi_feats``: per character the
         ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none);
-        ``gaz_tags`` / ``lex_tags``: per character the gazetteer's / lexicon's tag (``O`` where none)."""
-        return self.encode_many([text], [kiwi_feats], gaz_tags=[gaz_tags], lex_tags=[lex_tags])[0]
+        ``gaz_tags``: per character the gazetteer's ``B-``/``I-`` tag (``O`` where no name)."""
+        return self.encode_many([text], [kiwi_feats], gaz_tags=[gaz_tags])[0]
 
     def encode_many(self, texts: Sequence[str], kiwi_feats: Sequence[tuple | None],
                     extra_rows: dict[int, int] | None = None,
-                    gaz_tags: Sequence[list[str] | None] | None = None,
-                    lex_tags: Sequence[list[str] | None] | None = None) -> list[torch.Tensor]:
+                    gaz_tags: Sequence[list[str] | None] | None = None) -> list[torch.Tensor]:
         """``encode`` for many texts at once: one flat list per column and one tensor for all,
         split back per text (a tensor per text cost more than the lookups). ``extra_rows``: vector
         rows beyond the table for Kiwi morphemes outside it (see ``BiLSTMCRFTagger._extend``)."""
         syllable, extra = self._syllable_ids, extra_rows or {}
         chars = [syllable.get(c) or self._syllable(c) for t in texts for c in t]  # (N, 4)
-        left, right, eoj, pos, morph, gaz, lex = [], [], [], [], [], [], []
+        left, right, eoj, pos, morph, gaz = [], [], [], [], [], []
         kiwi_pairs = (f or (None, None) for f in kiwi_feats)
-        none = [None] * len(texts)
-        for text, (tags, ids), matched, forms in zip(texts, kiwi_pairs, gaz_tags or none, lex_tags or none):
+        for text, (tags, ids), matched in zip(texts, kiwi_pairs, gaz_tags or [None] * len(texts)):
             padded = "\x02" + text + "\x03"
             bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
             left += bi[:-1]
@@ -201,10 +193,9 @@ class Vocab:
             pos += [self.pos_id.get(t, 1) for t in tags] if tags else [0] * len(text)
             morph += [self._morph(k, extra) for k in ids] if ids else [0] * len(text)
             gaz += [self.gaz_id.get(t, 0) for t in matched] if matched else [0] * len(text)
-            lex += [self.lex_id.get(t, 0) for t in forms] if forms else [0] * len(text)
         flat = torch.cat([torch.tensor(chars, dtype=torch.long).view(-1, 4),
-                          torch.tensor([left, right, eoj, pos, morph, gaz, lex], dtype=torch.long).T], dim=1)
-        flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10]]  # CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH, GAZ, LEX
+                          torch.tensor([left, right, eoj, pos, morph, gaz], dtype=torch.long).T], dim=1)
+        flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8, 9]]  # column order: CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH, GAZ
         return list(flat.split([len(t) for t in texts]))
 
     def _syllable(self, c: str) -> tuple[int, int, int, int]:
@@ -221,14 +212,10 @@ class Vocab:
         return row or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
 
 
-def _bio_values(table: Gazetteer | Lexicon | None) -> list[str]:
-    return sorted(f"{p}-{c}" for c in set(table.table.values()) for p in "BI") if table else []
-
-
 class Network(nn.Module):
     def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
         super().__init__()
-        n_chars, n_bigrams, n_pos, n_morph, n_gaz, n_lex = vocab.sizes()
+        n_chars, n_bigrams, n_pos, n_morph, n_gaz = vocab.sizes()
         self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
         self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
         self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
@@ -240,9 +227,8 @@ class Network(nn.Module):
         if self.morph is not None:
             self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
         self.gaz = nn.Embedding(n_gaz, cfg.gazetteer_dim, padding_idx=0) if cfg.gazetteer_dim else None
-        self.lex = nn.Embedding(n_lex, cfg.lexicon_dim, padding_idx=0) if cfg.lexicon_dim else None
         dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
-               + cfg.gazetteer_dim + cfg.lexicon_dim)
+               + cfg.gazetteer_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -251,9 +237,9 @@ class Network(nn.Module):
         self.crf = CRF(len(tags), allowed, start)
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` (batch, seq, 11) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
+        """``x`` (batch, seq, 10) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
         morpheme ids past the table (``BiLSTMCRFTagger._extend``)."""
-        x = x.transpose(0, 1)  # (seq, batch, 11): time-major, so packing copies whole time steps
+        x = x.transpose(0, 1)  # (seq, batch, 10): time-major, so packing copies whole time steps
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
@@ -268,8 +254,6 @@ class Network(nn.Module):
             parts.append(self._morph_vectors(x[..., MORPH], extra))
         if self.gaz is not None:
             parts.append(self.gaz(x[..., GAZ]))
-        if self.lex is not None:
-            parts.append(self.lex(x[..., LEX]))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (seq, batch, dim)
         if torch.is_autocast_enabled(emb.device.type):  # the LSTM casts anyway; packing then moves half the bytes
             emb = emb.to(torch.get_autocast_dtype(emb.device.type))
@@ -318,8 +302,7 @@ def ppmi_vectors(encoded: Sequence[torch.Tensor], n: int, dim: int, seed: int, w
 
 
 class BiLSTMCRFTagger(Tagger):
-    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer, lexicon)
-    -> BiLSTM -> CRF."""
+    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer) -> BiLSTM -> CRF."""
 
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig
@@ -339,7 +322,6 @@ class BiLSTMCRFTagger(Tagger):
         self.vocab: Vocab | None = None
         self.net: Network | None = None
         self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
-        self.lexicon: Lexicon | None = None  # likewise, from Kiwi's morpheme list
         self._reset_extra()
 
     @property
@@ -358,12 +340,9 @@ class BiLSTMCRFTagger(Tagger):
     def _gaz_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
         return [self.gazetteer.tags(t) for t in texts] if self.config.gazetteer_dim else None
 
-    def _lex_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
-        return [self.lexicon.tags(t) for t in texts] if self.config.lexicon_dim else None
-
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         feats = self._kiwi_feats(texts)
-        return self.vocab.encode_many(texts, feats, self._extend(feats), self._gaz_tags(texts), self._lex_tags(texts))
+        return self.vocab.encode_many(texts, feats, self._extend(feats), self._gaz_tags(texts))
 
     def _reset_extra(self) -> None:
         self._extra_rows: dict[int, int] = {}  # Kiwi id -> row past the table
@@ -407,7 +386,7 @@ class BiLSTMCRFTagger(Tagger):
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(e) for e in encoded])
-        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 11), (batch,)
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 10), (batch,)
 
     def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default
@@ -475,9 +454,8 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
-        self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
-        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
-        x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))
+        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer)
+        x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts))
         y_train = [self._gold(ex) for ex in train]
         self.net = Network(cfg, self.vocab, self.tags)
         self._reset_extra()
@@ -604,12 +582,10 @@ class BiLSTMCRFTagger(Tagger):
             raise RuntimeError("cannot save an untrained BiLSTM-CRF")
         torch.save(self.net.state_dict(), directory / MODEL_FILE)
         vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos,
-                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz,
-                 "lex": self.vocab.lex}
+                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz}
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        for table in (self.gazetteer, self.lexicon):
-            if table:
-                table.save(directory)
+        if self.gazetteer:
+            self.gazetteer.save(directory)
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
@@ -620,7 +596,6 @@ class BiLSTMCRFTagger(Tagger):
                         "read for the wrong morphemes; install kiwipiepy_model==%s", directory,
                         tagger.vocab.kiwi_model, kiwi_model_version(), tagger.vocab.kiwi_model)
         tagger.gazetteer = Gazetteer.load(directory) if config.gazetteer_dim else None
-        tagger.lexicon = Lexicon.load(directory) if config.lexicon_dim else None
         tagger.net = Network(config, tagger.vocab, tagger.tags)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over dev; the median is reported")
     parser.add_argument("--save", metavar="DIR", help="also save each variant's model to DIR/NAME (for an ensemble)")
     args = parser.parse_args()
+    # One line per epoch (loss, validation F1, seconds) on stderr, as `kner train` writes it.
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("kner").setLevel(logging.INFO)
     splits = kdata.prepare_splits(args.data, args.train_limit)
     texts = [ex.text for ex in splits.dev]
     for name, overrides in (variant(args.family, v) for v in args.variant):

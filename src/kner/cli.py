@@ -366,7 +366,7 @@ def _run(argv: list[str]) -> None:
         args.texts += rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    # The training log (one line per epoch: loss, dev F1, seconds) goes to stderr.
+    # The training log (one line per epoch: loss, validation F1, seconds) goes to stderr.
     logger = logging.getLogger("kner")
     if not logger.handlers:
         handler = logging.StreamHandler()

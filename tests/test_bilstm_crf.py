@@ -268,6 +268,14 @@ def test_a_model_saved_before_the_gazetteer_features_loads_without_them(tmp_path
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 
 
+def test_a_model_whose_files_hold_fields_this_kner_lacks_is_refused_in_one_line(tmp_path, overfit_examples):
+    directory = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).save(tmp_path / "model")
+    vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    (directory / "vocab.json").write_text(json.dumps({**vocab, "lex": []}), encoding="utf-8")  # as a later kner writes
+    with pytest.raises(kner.models.ModelDirError, match=r"cannot read \(saved by kner .*'lex'"):
+        kner.load(directory)
+
+
 def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**{**TINY, "kiwi_vectors": 8, "kiwi_vocab": 200}, jamo_dim=4, kiwi_dim=4,
                              pretrained_init=True, layers=2, max_epochs=2)

@@ -162,8 +162,13 @@ class Tagger(ABC):
             raise ValueError("device='cuda' but torch sees no GPU; load with device='cpu' or 'auto'")
         try:
             tagger = cls._load(directory, config)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelDirError(f"{directory}: the {cls.family} model files are missing or damaged ({exc})") from exc
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:  # TypeError: a file's unknown field
+            from .. import __version__
+
+            saved_by = meta.get("kner_version", "an unknown version")
+            raise ModelDirError(f"{directory}: the {cls.family} model files are missing or damaged, or were written by "
+                                f"a kner this one cannot read (saved by kner {saved_by}, this is {__version__}; retrain or "
+                                f"install that version): {exc}") from exc
         tagger.labels = tuple(meta.get("labels", LABELS))
         tagger.history = [EpochRecord.from_dict(r) for r in meta.get("history", [])]
         tagger.train_seconds = meta.get("train_seconds")

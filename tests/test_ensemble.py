@@ -145,7 +145,7 @@ def test_the_local_search_ends_where_no_move_of_up_to_three_members_helps(monkey
 
 
 @pytest.mark.slow
-def test_a_pruned_member_is_neither_run_nor_saved(tmp_path, overfit_examples):
+def test_a_pruned_member_is_neither_run_nor_saved_but_its_validation_f1_is_recorded(tmp_path, overfit_examples):
     for name, iterations in (("good", 100), ("weak", 1)):
         CRFTagger(c1=0.0, c2=0.001, max_iterations=iterations).fit(overfit_examples).save(tmp_path / name)
     dirs = [str(tmp_path / "good"), str(tmp_path / "weak")]
@@ -154,6 +154,8 @@ def test_a_pruned_member_is_neither_run_nor_saved(tmp_path, overfit_examples):
     ensemble.save(tmp_path / "e")
     reloaded = kner.load(tmp_path / "e")
     assert len(reloaded.members) == 1 and reloaded.left_out == [dirs[1]] and reloaded.valid_f1 == ensemble.valid_f1 == 1.0
+    weak = score(overfit_examples, kner.load(dirs[1]).predict([ex.text for ex in overfit_examples])).f1
+    assert reloaded.candidates_valid_f1 == ensemble.candidates_valid_f1 == {dirs[0]: 1.0, dirs[1]: weak} and weak < 1.0
     texts = [ex.text for ex in overfit_examples]
     assert reloaded.predict(texts) == ensemble.predict(texts) == [list(ex.spans) for ex in overfit_examples]
     kept = EnsembleTagger(members=",".join(dirs), prune=False).fit([], overfit_examples)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..scoring import prf
+from ..scoring import prf, score
 from ..types import Example, Span
 from .base import Tagger, read_meta
 
@@ -172,6 +172,7 @@ class EnsembleTagger(Tagger):
         self.threshold = 0.5
         self.left_out: list[str] = []  # member directories that validation gave weight 0
         self.valid_f1: float | None = None  # micro F1 of the chosen votes on the validation split
+        self.candidates_valid_f1: dict[str, float] = {}  # each given member's own, left-out ones included
 
     def fit(self, train: Sequence[Example], valid: Sequence[Example] | None = None) -> "EnsembleTagger":
         """Loads the members (nothing is trained) and chooses weights and threshold on ``valid``,
@@ -193,6 +194,9 @@ class EnsembleTagger(Tagger):
         if valid:
             texts = [ex.text for ex in valid]
             by_member = [m.predict(texts) for m in self.members]
+            self.candidates_valid_f1 = {d: score(valid, spans).f1 for d, spans in zip(dirs, by_member)}
+            for d, f1 in self.candidates_valid_f1.items():
+                log.info("ensemble member %s: validation F1 %.4f alone", d, f1)
             self.weights, self.threshold, self.valid_f1 = choose(valid, by_member, self.config.threshold_steps,
                                                                  self.config.prune)
             log.info("ensemble weights %s, threshold %.1f: validation F1 %.4f on %d sentences",
@@ -219,7 +223,8 @@ class EnsembleTagger(Tagger):
             member.save(directory / MEMBERS_DIR / name, metrics=metrics)
         (directory / VOTES_FILE).write_text(json.dumps(
             {"members": names, "weights": self.weights, "threshold": self.threshold,
-             "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out}, indent=2), encoding="utf-8")
+             "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out,
+             "candidates_valid_f1": self.candidates_valid_f1}, indent=2), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: EnsembleConfig) -> "EnsembleTagger":
@@ -232,6 +237,7 @@ class EnsembleTagger(Tagger):
         tagger.weights, tagger.threshold = votes["weights"], votes["threshold"]
         tagger.left_out = votes.get("left_out_on_validation", [])
         tagger.valid_f1 = votes.get("valid_f1")
+        tagger.candidates_valid_f1 = votes.get("candidates_valid_f1", {})
         return tagger
 
 

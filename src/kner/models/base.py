@@ -166,9 +166,10 @@ class Tagger(ABC):
             from .. import __version__
 
             saved_by = meta.get("kner_version", "an unknown version")
+            fix = "retrain it" if saved_by == __version__ else f"retrain it, or install kner {saved_by} to read it"
             raise ModelDirError(f"{directory}: the {cls.family} model files are missing or damaged, or were written by "
-                                f"a kner this one cannot read (saved by kner {saved_by}, this is {__version__}; retrain or "
-                                f"install that version): {exc}") from exc
+                                f"a kner this one cannot read (saved by kner {saved_by}, this is {__version__}; {fix}): "
+                                f"{exc}") from exc
         tagger.labels = tuple(meta.get("labels", LABELS))
         tagger.history = [EpochRecord.from_dict(r) for r in meta.get("history", [])]
         tagger.train_seconds = meta.get("train_seconds")

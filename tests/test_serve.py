@@ -207,7 +207,12 @@ def test_parallel_clients_on_a_real_socket_all_get_the_direct_prediction(served,
         names = rng.choice([None, ["crf-300"], ["crf-100"]])
         jobs.append(({"texts": texts, "models": names}, expected(served, texts, names)))
 
-    with running_server(create_app(served)) as url, httpx.Client(base_url=url, timeout=60) as http:
+    # httpcore 1.0 closes "surplus" idle connections outside its pool lock, and it counts every
+    # connection as surplus once there are more than max_keepalive_connections (default 20), so with
+    # 32 threads it can close a connection another thread was just handed (EBADF on its read).
+    # A keep-alive pool as large as the thread count keeps that client-side race out of the test.
+    limits = httpx.Limits(max_keepalive_connections=32)
+    with running_server(create_app(served)) as url, httpx.Client(base_url=url, timeout=60, limits=limits) as http:
         def call(job):
             payload, want = job
             response = http.post("/predict", content=json.dumps(payload), headers={"content-type": "application/json"})

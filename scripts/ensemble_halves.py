@@ -16,19 +16,18 @@ from collections.abc import Callable, Sequence
 
 from kner import load
 from kner.data import load_split, split_validation
-from kner.models.ensemble import VoteScorer, choose
+from kner.models.ensemble import EnsembleConfig, VoteScorer, choose, thresholds
 from kner.scoring import score
 from kner.types import Example, Span
 
 Predictions = Sequence[Sequence[Sequence[Span]]]  # per member, per sentence
-THRESHOLD_STEPS = 9  # as EnsembleConfig's default
+THRESHOLD_STEPS = EnsembleConfig().threshold_steps
 
 
 def equal_weights(gold: Sequence[Example], by_member: Predictions) -> tuple[list[float], float]:
-    """Every member at weight 1; only the threshold is chosen (ties go to the one nearest 0.5)."""
+    """Every member at weight 1; only the threshold is chosen, as ``choose`` would."""
     scorer, weights = VoteScorer(gold, by_member), [1.0] * len(by_member)
-    thresholds = [k / (THRESHOLD_STEPS + 1) for k in range(1, THRESHOLD_STEPS + 1)]
-    return weights, max(thresholds, key=lambda t: (scorer.f1(weights, t), -abs(t - 0.5)))
+    return weights, max(thresholds(THRESHOLD_STEPS), key=lambda t: scorer.f1(weights, t))  # max keeps the first of ties
 
 
 METHODS: dict[str, Callable[[Sequence[Example], Predictions], tuple[list[float], float]]] = {

@@ -200,9 +200,9 @@ def test_the_page_and_its_assets_are_served_without_outside_references(client):
 
 def test_parallel_clients_on_a_real_socket_all_get_the_direct_prediction(served, dev_texts):
     """32 threads x 8 requests, mixed single texts, batches and model choices, against uvicorn on loopback."""
-    rng = random.Random(0)
+    threads, rng = 32, random.Random(0)
     jobs = []
-    for _ in range(32 * 8):
+    for _ in range(threads * 8):
         texts = rng.sample(dev_texts, rng.choice([1, 1, 3, 8]))
         names = rng.choice([None, ["crf-300"], ["crf-100"]])
         jobs.append(({"texts": texts, "models": names}, expected(served, texts, names)))
@@ -211,14 +211,14 @@ def test_parallel_clients_on_a_real_socket_all_get_the_direct_prediction(served,
     # connection as surplus once there are more than max_keepalive_connections (default 20), so with
     # 32 threads it can close a connection another thread was just handed (EBADF on its read).
     # A keep-alive pool as large as the thread count keeps that client-side race out of the test.
-    limits = httpx.Limits(max_keepalive_connections=32)
+    limits = httpx.Limits(max_keepalive_connections=threads)
     with running_server(create_app(served)) as url, httpx.Client(base_url=url, timeout=60, limits=limits) as http:
         def call(job):
             payload, want = job
             response = http.post("/predict", content=json.dumps(payload), headers={"content-type": "application/json"})
             return response.status_code, without_latency(response.json()) if response.status_code == 200 else response.text, want
 
-        with ThreadPoolExecutor(max_workers=32) as pool:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             answers = list(pool.map(call, jobs))
     assert [status for status, _, _ in answers] == [200] * len(jobs)
     assert all(got == want for _, got, want in answers)

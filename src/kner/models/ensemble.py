@@ -115,6 +115,11 @@ class VoteScorer:
         return prf(tp, n_pred, self.n_gold)[2]
 
 
+def thresholds(steps: int) -> list[float]:
+    """k / (steps + 1) of the total weight, k = 1 … steps, nearest a majority first (the order that wins ties)."""
+    return sorted((k / (steps + 1) for k in range(1, steps + 1)), key=lambda t: abs(t - 0.5))
+
+
 def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
            threshold_steps: int, prune: bool = False) -> tuple[list[float], float, float]:
     """The weights (from WEIGHT_CHOICES, 0 only if ``prune``) and threshold whose votes score the
@@ -123,7 +128,7 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
     weightings are all tried; past that, a local search from equal weights moves to any better
     weighting that changes one member's weight, else two members', else up to LARGEST_MOVE, until
     none is better."""
-    thresholds = sorted((k / (threshold_steps + 1) for k in range(1, threshold_steps + 1)), key=lambda t: abs(t - 0.5))
+    tried = thresholds(threshold_steps)
     choices = WEIGHT_CHOICES if prune else [w for w in WEIGHT_CHOICES if w > 0]
     scorer, n = VoteScorer(gold, by_member), len(by_member)
     best, best_t, best_key = [1.0] * n, 0.5, (-1.0, 0)
@@ -131,7 +136,7 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
     def consider(weights: Sequence[float]) -> bool:
         nonlocal best, best_t, best_key
         better = False
-        for threshold in thresholds if any(weights) else ():
+        for threshold in tried if any(weights) else ():
             key = (scorer.f1(weights, threshold), -sum(w > 0 for w in weights))
             if key > best_key:
                 best, best_t, best_key, better = list(weights), threshold, key, True

@@ -11,7 +11,8 @@ import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
 from kner.models import bilstm_crf
-from kner.models.bilstm_crf import CLASSES, GAZ, MORPH, BiLSTMCRFTagger, Vocab
+from kner.models.bilstm_crf import BiLSTMCRFTagger
+from kner.models.bilstm_inputs import CLASSES, GAZ, MORPH, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 

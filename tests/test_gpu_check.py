@@ -16,7 +16,7 @@ from kner.gpu_check import BILSTM_WITHOUT_KIWI, SMOKE, RTX3090_BERT_EPOCH_S, run
 from kner.models.bilstm_crf import BiLSTMCRFTagger
 
 ABSENT = ("kiwipiepy", "kiwipiepy_model", "pycrfsuite", "seqeval", "fastapi")  # not on the GPU machine
-STAGES = ["gpu_tests", "bert", "sllm_qwen2.5-0.5b", "sllm_gemma-3-270m", "bilstm_crf"]
+STAGES = ["gpu_tests", "bert", "sllm_gemma-3-270m", "bilstm_crf", "sllm_qwen2.5-0.5b"]
 
 
 @pytest.mark.slow
@@ -43,10 +43,15 @@ def test_cpu_smoke_runs_every_stage_without_the_absent_packages_and_writes_both_
     assert bert["train_sentences"] == SMOKE.train_limit and bert["steps"] == -(-bert["windows"] // 32) >= 1
     assert bert["precision"] == "fp32" and bert["rtx3090_epoch_seconds"] == RTX3090_BERT_EPOCH_S
     assert bert["speedup_vs_rtx3090"] == pytest.approx(RTX3090_BERT_EPOCH_S / bert["epoch_seconds"], rel=0.05)
-    for name in STAGES[2:4]:
+    for name in ("sllm_gemma-3-270m", "sllm_qwen2.5-0.5b"):
         sllm = stages[name]
         assert sllm["lora_steps"] == SMOKE.sllm_steps and sllm["decode_sentences"] == SMOKE.decode_sentences
         assert sllm["parse_failures"] == 0 and sllm["generated_tokens_per_s"] > 0 and sllm["train_tokens_per_s"] > 0
+        # fp32 on a CPU: one-pass verification writes per-token decoding's spans, in no more passes
+        assert sllm["same_spans_as_per_token"] == 1.0
+        assert 0 < sllm["passes_per_sentence"] <= sllm["per_token_passes_per_sentence"]
+        assert sllm["verification_speedup"] == pytest.approx(
+            sllm["decode_sentences_per_s"] / sllm["per_token_sentences_per_s"], rel=0.02)
     assert stages["bilstm_crf"]["train_sentences"] == SMOKE.train_limit and stages["bilstm_crf"]["epoch_seconds"] > 0
 
     markdown = (out / "summary.md").read_text(encoding="utf-8")

@@ -178,3 +178,10 @@ def test_compare_decoding_reports_both_modes_each_at_its_fastest_probed_batch_si
         assert report[mode]["forward_passes_per_sentence"] > 0
         probe = report[mode]["probe_seconds"]
         assert set(probe) == {"1", "4"} and probe[str(report[mode]["batch_size"])] == min(probe.values())
+    assert report["same_spans_as_per_token"] == 1.0  # fp32: verification writes what per-token decoding writes
+
+
+def test_compare_decoding_runs_only_the_decodings_asked_for(trained):
+    report = compare_decoding(trained, OVERFIT[:2], batch_sizes=(2,), decodings=["constrained, one-pass verification"])
+    assert "constrained, one-pass verification" in report and "same_spans_as_per_token" not in report
+    assert "constrained, per-token" not in report and "unconstrained" not in report

@@ -48,7 +48,7 @@ class Plan:
     qwen: dict
     gemma: dict
     bilstm: dict = field(default_factory=dict)
-    sllm_steps: int = 300
+    sllm_steps: int = 200
     sllm_batch: int = 8
     decode_sentences: int = 200
 
@@ -152,9 +152,9 @@ def run(prepared: Path, out: Path) -> int:
     stages = {
         "gpu_tests": lambda tmp: gpu_tests(prepared, out),
         "bert": lambda tmp: bert_epoch(prepared, plan, device, tmp),
-        "sllm_qwen2.5-0.5b": lambda tmp: sllm_steps(prepared, plan, device, tmp, "qwen"),
         "sllm_gemma-3-270m": lambda tmp: sllm_steps(prepared, plan, device, tmp, "gemma"),
         "bilstm_crf": lambda tmp: bilstm_epoch(prepared, plan, device),
+        "sllm_qwen2.5-0.5b": lambda tmp: sllm_steps(prepared, plan, device, tmp, "qwen"),
     }
     started = time.perf_counter()
     for name, stage in stages.items():
@@ -251,11 +251,11 @@ def bert_epoch(prepared: Path, plan: Plan, device: str, tmp: Path) -> dict:
 
 def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) -> dict:
     """``plan.sllm_steps`` LoRA steps of ``kner train sllm``'s training, then constrained decoding
-    of ``plan.decode_sentences`` dev sentences."""
+    of ``plan.decode_sentences`` dev sentences, per token and with one-pass verification."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from .models.sllm import SLLMTagger
+    from .models.sllm import SLLMTagger, compare_decoding
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared / "tokenizers/bpe")
     tokenizer.chat_template = CHAT_TEMPLATE if arch == "qwen" else None  # gemma-3-270m is a base model, no template
@@ -271,7 +271,7 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     parameters = sum(p.numel() for p in model.parameters())
     del model
     train = load_split("train", prepared / "klue", plan.sllm_steps * plan.sllm_batch)
-    dev = [ex.text for ex in load_split("dev", prepared / "klue", plan.decode_sentences)]
+    dev = load_split("dev", prepared / "klue", plan.decode_sentences)
     tagger = SLLMTagger(base_model=str(tmp / "base"), lora=True, epochs=1, batch_size=plan.sllm_batch, eval_limit=0,
                         predict_batch_size=32, device=device)
     tagger.fit(train)
@@ -279,18 +279,24 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     # The KLUE-trained tokenizer writes Korean in fewer tokens than Qwen's or Gemma's: tokens/s compare best.
     tokens = [len(item["input_ids"]) for item in tagger._features(train)]
     steps = math.ceil(len(tokens) / plan.sllm_batch)
-    start = time.perf_counter()
-    tagger.predict(dev)
-    decode_s = time.perf_counter() - start
+    # Issue 20's one-pass verification against per-token decoding, each at its fastest batch size.
+    # Random weights open and close marks at other places than a trained model: passes per sentence say how often.
+    decoding = compare_decoding(tagger, dev, decodings=["constrained, per-token", "constrained, one-pass verification"])
+    per_token, one_pass = decoding["constrained, per-token"], decoding["constrained, one-pass verification"]
     return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tokenizer), "precision": tagger.precision,
             "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": _sig(train_s),
             "steps_per_s": round(steps / train_s, 2),
             "train_tokens_per_s": round(sum(tokens) / train_s, 1), "mean_sequence_tokens": round(sum(tokens) / len(tokens), 1),
-            "decode_sentences": len(dev), "decode_seconds": _sig(decode_s),
-            "decode_sentences_per_s": round(len(dev) / decode_s, 2),
-            "generated_tokens_per_sentence": round(tagger.last_generated_tokens / len(dev), 1),
-            "generated_tokens_per_s": round(tagger.last_generated_tokens / decode_s, 1),
-            "parse_failures": tagger.last_parse_failures}
+            "decode_sentences": len(dev), "decode_seconds": one_pass["seconds"],
+            "decode_sentences_per_s": one_pass["sentences_per_s"], "decode_batch": one_pass["batch_size"],
+            "generated_tokens_per_sentence": round(one_pass["generated_tokens"] / len(dev), 1),
+            "generated_tokens_per_s": one_pass["generated_tokens_per_s"],
+            "passes_per_sentence": one_pass["forward_passes_per_sentence"],
+            "per_token_sentences_per_s": per_token["sentences_per_s"], "per_token_batch": per_token["batch_size"],
+            "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
+            "verification_speedup": round(one_pass["sentences_per_s"] / per_token["sentences_per_s"], 2),
+            "same_spans_as_per_token": decoding["same_spans_as_per_token"],
+            "parse_failures": one_pass["parse_failures"] + per_token["parse_failures"]}
 
 
 def bilstm_epoch(prepared: Path, plan: Plan, device: str) -> dict:
@@ -313,7 +319,9 @@ FIGURES = {  # stage name prefix -> (label, key) shown in the Markdown table
              ("windows/s", "windows_per_s"), ("precision", "precision")],
     "sllm": [("LoRA steps", "lora_steps"), ("steps/s", "steps_per_s"), ("train tokens/s", "train_tokens_per_s"),
              ("decode sent/s", "decode_sentences_per_s"), ("gen tokens/s", "generated_tokens_per_s"),
-             ("parse failures", "parse_failures")],
+             ("per-token sent/s", "per_token_sentences_per_s"), ("× per-token", "verification_speedup"),
+             ("passes/sent", "passes_per_sentence"), ("per-token passes/sent", "per_token_passes_per_sentence"),
+             ("same spans", "same_spans_as_per_token"), ("parse failures", "parse_failures")],
     "bilstm_crf": [("epoch s", "epoch_seconds"), ("sent/s", "sentences_per_s")],
 }
 

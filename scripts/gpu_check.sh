@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (docs/gpu.md): GPU-marked tests, then one timed training run of every torch family.
 #   scripts/gpu_check.sh prepare [KLUE_DIR]  here, before: KLUE, tokenizers and pytest into .gpu_data/
-#   scripts/gpu_check.sh                     on the GPU machine (carry .gpu_data): summary into $OUT
+#   scripts/gpu_check.sh [--stages NAME...]  on the GPU machine (carry .gpu_data): summary into $OUT
 #   scripts/gpu_check.sh --cpu-smoke         both steps with tiny models and a few sentences, on a CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +18,9 @@ case "${1:-}" in
     trap 'rm -rf "$smoke"' EXIT
     "$PY" -m kner.gpu_check prepare --smoke --data "${KNER_DATA:-../shared/data/klue-ner-v1.1}" --into "$smoke"
     "$PY" -m kner.gpu_check run --prepared "$smoke" --out "$OUT" ;;
-  "")
+  ""|--stages)
     [ -f .gpu_data/prepared.json ] || { echo "gpu_check: no .gpu_data; run 'scripts/gpu_check.sh prepare' first" >&2; exit 2; }
-    exec "$PY" -m kner.gpu_check run --prepared .gpu_data --out "$OUT" ;;
+    exec "$PY" -m kner.gpu_check run --prepared .gpu_data --out "$OUT" "$@" ;;
   *)
     sed -n 2,5p "$0" >&2
     exit 2 ;;

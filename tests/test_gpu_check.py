@@ -78,6 +78,16 @@ def test_the_full_check_refuses_a_machine_without_a_gpu(tmp_path):
         run(tmp_path, tmp_path / "out")
 
 
+def test_stages_runs_only_the_named_stages_and_refuses_an_unknown_name(tmp_path, klue_dir):
+    (tmp_path / "prepared.json").write_text(json.dumps({"smoke": True}))
+    (tmp_path / "klue").symlink_to(klue_dir)
+    with pytest.raises(SystemExit, match="no stage bilstm; the stages are gpu_tests, bert, "):
+        run(tmp_path, tmp_path / "out", ["bilstm"])
+    assert run(tmp_path, tmp_path / "out", ["bilstm_crf"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert list(summary["stages"]) == ["bilstm_crf"] and summary["stages"]["bilstm_crf"]["ok"]
+
+
 def test_without_kiwi_a_kiwi_free_model_loads_and_kiwi_features_name_the_fix(tmp_path, overfit_examples, monkeypatch):
     from kner import morphology
 

@@ -12,7 +12,7 @@ from conftest import ODD_TEXTS
 from kner.align import bio_labels
 from kner.models import bilstm_crf
 from kner.models.bilstm_crf import BiLSTMCRFTagger
-from kner.models.bilstm_inputs import CLASSES, GAZ, MORPH, Vocab
+from kner.models.bilstm_inputs import CLASSES, GAZ, LEX, MORPH, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
 
@@ -103,24 +103,28 @@ def test_unknown_characters_get_their_class_unk_and_keep_offsets():
     vocab = Vocab(["가", "나"], [], [])
     text = "가漢😀a나"
     ids = vocab.encode(text, None)
-    assert ids.shape == (len(text), 10)
+    assert ids.shape == (len(text), 11)
     assert ids[1, 0].item() == vocab.unk["C"] and ids[3, 0].item() == vocab.unk["L"]
     assert ids[0, 0].item() == vocab.char_id["가"] and ids[0, 0].item() > len(CLASSES)
 
 
 def test_encoding_texts_together_equals_encoding_each_alone():
-    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"], gaz=["B-Q5", "I-Q5"])
+    vocab = Vocab(["가", "나"], ["\x02가", "가나", "나\x03", "가 "], ["B-NNP", "I-NNP"], gaz=["B-Q5", "I-Q5"],
+                  lex=["U", "B-NNG", "I-NNG"])
     texts = ["가나", "나 가漢", "가"]
     feats = [(["B-NNP", "I-NNP"], [-1, -1]), None, (["B-NNP"], [-1])]
     gaz = [["B-Q5", "I-Q5"], None, ["O"]]
-    together = vocab.encode_many(texts, feats, gaz_tags=gaz)
-    assert [t.shape for t in together] == [(2, 10), (4, 10), (1, 10)]
-    for text, f, g, ids in zip(texts, feats, gaz, together):
-        assert torch.equal(ids, vocab.encode(text, f, g))
+    lex = [["B-NNG", "I-NNG"], ["B-NNG", "O", "B-NNG", "U"], None]
+    together = vocab.encode_many(texts, feats, gaz_tags=gaz, lex_tags=lex)
+    assert [t.shape for t in together] == [(2, 11), (4, 11), (1, 11)]
+    for text, f, g, x, ids in zip(texts, feats, gaz, lex, together):
+        assert torch.equal(ids, vocab.encode(text, f, g, x))
     assert together[0][:, 1].tolist() == [vocab.bigram_id["\x02가"], vocab.bigram_id["가나"]]
     assert together[0][:, 7].tolist() == [vocab.pos_id["B-NNP"], vocab.pos_id["I-NNP"]]
     assert together[0][:, GAZ].tolist() == [vocab.gaz_id["B-Q5"], vocab.gaz_id["I-Q5"]]
     assert together[1][:, GAZ].tolist() == together[2][:, GAZ].tolist() + [0] * 3 == [0] * 4  # no match: 0
+    assert together[1][:, LEX].tolist() == [vocab.lex_id["B-NNG"], 0, vocab.lex_id["B-NNG"], vocab.lex_id["U"]]
+    assert together[2][:, LEX].tolist() == [0]
 
 
 def test_kiwi_morpheme_vectors_give_back_kiwis_own_similarities():
@@ -155,7 +159,7 @@ def test_a_morpheme_outside_the_table_gets_its_own_kiwi_vector_which_is_not_save
     path = tagger.save(tmp_path / "model")
     text = "퇴계 이황은 도산서원에서 제자를 길렀다."
     token = next(t for t in kiwi().tokenize(text) if t.id >= first_vocabulary_id() and t.id not in tagger.vocab.morph_row)
-    x = tagger._encode([text])[0]  # (len(text), 10)
+    x = tagger._encode([text])[0]  # (len(text), 11)
     weight = tagger.net.morph.weight  # (table, 4)
     assert x[token.start, MORPH].item() >= weight.size(0)
     got = tagger.net._morph_vectors(x[:, MORPH], tagger._extra_vectors)[token.start]
@@ -300,6 +304,27 @@ def test_gazetteer_features_mark_dictionary_names_and_the_table_travels_with_the
     loaded = kner.load(tagger.save(tmp_path / "model"))
     assert loaded.gazetteer.table == table
     assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
+
+
+def test_lexicon_features_mark_kiwi_forms_and_the_table_travels_with_the_model(tmp_path, monkeypatch,
+                                                                            overfit_examples):
+    table = {"부산": "NNP", "의": "J", "이순": "NNG|NNP"}
+    monkeypatch.setattr(bilstm_crf, "lexicon_from_kiwi", lambda: table)  # Kiwi's own list: tests/test_gazetteer.py
+    tagger = BiLSTMCRFTagger(**TINY, lexicon_dim=4, max_epochs=2).fit(overfit_examples)
+    text = "부산의 이순신!"
+    marked = [tagger.vocab.lex[i - 1] if i else "O" for i in tagger._encode([text])[0][:, LEX].tolist()]
+    assert marked == ["B-NNP", "I-NNP", "B-J", "O", "B-NNG|NNP", "I-NNG|NNP", "U", "O"]
+    assert tagger.net.lex.weight.shape == (1 + 1 + 2 * 3, 4)  # padding/O, U, and B- and I- of each class
+    monkeypatch.setattr(bilstm_crf, "lexicon_from_kiwi", lambda: pytest.fail("loading read Kiwi's lexicon"))
+    loaded = kner.load(tagger.save(tmp_path / "model"))
+    assert loaded.lexicon.table == table
+    assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
+
+
+def test_a_model_without_the_lexicon_saves_the_vocabulary_it_saved_before(tmp_path, overfit_examples):
+    tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
+    saved = json.loads((tagger.save(tmp_path / "model") / "vocab.json").read_text(encoding="utf-8"))
+    assert set(saved) == {"chars", "bigrams", "pos", "morphemes", "kiwi_model", "gaz"}  # earlier kner reads it
 
 
 def test_bf16_inference_on_cpu_keeps_a_confident_models_exact_spans(tmp_path, overfit_examples):

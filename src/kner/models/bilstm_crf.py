@@ -22,12 +22,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..align import bio_labels, bio_to_spans, morpheme_ids, morpheme_tags, spans_to_bio
-from ..gazetteer import Gazetteer, from_kiwi
+from ..gazetteer import Gazetteer, Lexicon, from_kiwi, lexicon_from_kiwi
 from ..scoring import score
 from ..morphology import kiwi, kiwi_model_version, morpheme_vectors
 from ..types import Example, Span
 from .base import EpochRecord, Tagger
-from .bilstm_inputs import BI_L, BI_R, CHAR, EOJ, EOJEOL, GAZ, JAMO, MORPH, N_JAMO, POS, Vocab, ppmi_vectors
+from .bilstm_inputs import BI_L, BI_R, CHAR, EOJ, EOJEOL, GAZ, JAMO, LEX, MORPH, N_JAMO, POS, Vocab, ppmi_vectors
 from .crf_layer import CRF, iob2_allowed
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
 from .selection import EpochSelector, total_seconds
@@ -65,6 +65,10 @@ class BiLSTMCRFConfig:
     """Embedding size of the name matched over each character in Kiwi's proper-noun dictionaries
     (kner.gazetteer: ``B-``/``I-`` of its Wikidata class; the derived table is saved with the model);
     0 = off (chosen on validation: docs/experiments.md)."""
+    lexicon_dim: int = 0
+    """Embedding size of the tag families Kiwi's lexicon gives the form matched over each character
+    (kner.gazetteer.Lexicon, as the CRF's ``lexicon``; the table is saved with the model); 0 = off
+    (a single model gains nothing on validation, an ensemble member errs differently: docs/experiments.md)."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -118,7 +122,7 @@ class BiLSTMCRFConfig:
 class Network(nn.Module):
     def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
         super().__init__()
-        n_chars, n_bigrams, n_pos, n_morph, n_gaz = vocab.sizes()
+        n_chars, n_bigrams, n_pos, n_morph, n_gaz, n_lex = vocab.sizes()
         self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
         self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
         self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
@@ -130,8 +134,9 @@ class Network(nn.Module):
         if self.morph is not None:
             self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
         self.gaz = nn.Embedding(n_gaz, cfg.gazetteer_dim, padding_idx=0) if cfg.gazetteer_dim else None
+        self.lex = nn.Embedding(n_lex, cfg.lexicon_dim, padding_idx=0) if cfg.lexicon_dim else None
         dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
-               + cfg.gazetteer_dim)
+               + cfg.gazetteer_dim + cfg.lexicon_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -140,9 +145,9 @@ class Network(nn.Module):
         self.crf = CRF(len(tags), allowed, start)
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` (batch, seq, 10) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
+        """``x`` (batch, seq, 11) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
         morpheme ids past the table (``BiLSTMCRFTagger._extend``)."""
-        x = x.transpose(0, 1)  # (seq, batch, 10): time-major, so packing copies whole time steps
+        x = x.transpose(0, 1)  # (seq, batch, 11): time-major, so packing copies whole time steps
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
             parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
@@ -157,6 +162,8 @@ class Network(nn.Module):
             parts.append(self._morph_vectors(x[..., MORPH], extra))
         if self.gaz is not None:
             parts.append(self.gaz(x[..., GAZ]))
+        if self.lex is not None:
+            parts.append(self.lex(x[..., LEX]))
         emb = self.dropout(torch.cat(parts, dim=-1))  # (seq, batch, dim)
         if torch.is_autocast_enabled(emb.device.type):  # the LSTM casts anyway; packing then moves half the bytes
             emb = emb.to(torch.get_autocast_dtype(emb.device.type))
@@ -179,7 +186,8 @@ class Network(nn.Module):
 
 
 class BiLSTMCRFTagger(Tagger):
-    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer) -> BiLSTM -> CRF."""
+    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer, lexicon)
+    -> BiLSTM -> CRF."""
 
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig
@@ -199,6 +207,7 @@ class BiLSTMCRFTagger(Tagger):
         self.vocab: Vocab | None = None
         self.net: Network | None = None
         self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
+        self.lexicon: Lexicon | None = None  # likewise, from Kiwi's morpheme list
         self._reset_extra()
 
     @property
@@ -217,9 +226,12 @@ class BiLSTMCRFTagger(Tagger):
     def _gaz_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
         return [self.gazetteer.tags(t) for t in texts] if self.config.gazetteer_dim else None
 
+    def _lex_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
+        return [self.lexicon.tags(t) for t in texts] if self.config.lexicon_dim else None
+
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         feats = self._kiwi_feats(texts)
-        return self.vocab.encode_many(texts, feats, self._extend(feats), self._gaz_tags(texts))
+        return self.vocab.encode_many(texts, feats, self._extend(feats), self._gaz_tags(texts), self._lex_tags(texts))
 
     def _reset_extra(self) -> None:
         self._extra_rows: dict[int, int] = {}  # Kiwi id -> row past the table
@@ -263,7 +275,7 @@ class BiLSTMCRFTagger(Tagger):
     @staticmethod
     def _pad(encoded: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(e) for e in encoded])
-        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 10), (batch,)
+        return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 11), (batch,)
 
     def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
         """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default
@@ -331,8 +343,9 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
-        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer)
-        x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts))
+        self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
+        self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
+        x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))
         y_train = [self._gold(ex) for ex in train]
         self.net = Network(cfg, self.vocab, self.tags)
         self._reset_extra()
@@ -459,10 +472,12 @@ class BiLSTMCRFTagger(Tagger):
             raise RuntimeError("cannot save an untrained BiLSTM-CRF")
         torch.save(self.net.state_dict(), directory / MODEL_FILE)
         vocab = {"chars": self.vocab.chars, "bigrams": self.vocab.bigrams, "pos": self.vocab.pos,
-                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz}
+                 "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz,
+                 **({"lex": self.vocab.lex} if self.vocab.lex else {})}  # without the lexicon, the file is as before
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        if self.gazetteer:
-            self.gazetteer.save(directory)
+        for table in (self.gazetteer, self.lexicon):
+            if table:
+                table.save(directory)
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
@@ -473,6 +488,7 @@ class BiLSTMCRFTagger(Tagger):
                         "read for the wrong morphemes; install kiwipiepy_model==%s", directory,
                         tagger.vocab.kiwi_model, kiwi_model_version(), tagger.vocab.kiwi_model)
         tagger.gazetteer = Gazetteer.load(directory) if config.gazetteer_dim else None
+        tagger.lexicon = Lexicon.load(directory) if config.lexicon_dim else None
         tagger.net = Network(config, tagger.vocab, tagger.tags)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

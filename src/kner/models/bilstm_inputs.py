@@ -1,4 +1,4 @@
-"""The BiLSTM-CRF's inputs: a text becomes a ``(len(text), 10)`` tensor of ids, one row per character.
+"""The BiLSTM-CRF's inputs: a text becomes a ``(len(text), 11)`` tensor of ids, one row per character.
 
 No network and no training here: the network reads only these ids, and PPMI-SVD vectors computed
 from the same ids initialise its syllable embeddings.
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..align import eojeol_positions
-from ..gazetteer import Gazetteer
+from ..gazetteer import Gazetteer, Lexicon
 from ..morphology import kiwi_model_version, kiwi_placeholder, kiwi_size
 from .crf import char_class
 
@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 CLASSES = "HDSLCJPA"  # char_class() values: one UNK id per class, so an unseen Hanja is still Hanja
 EOJEOL = {"_": 1, "B": 2, "I": 3, "E": 4, "S": 5}
 N_JAMO = 1 + 19 + 21 + 28 + len(CLASSES)
-# Columns of an encoded text (seq, 10): syllable, left/right bigram, eojeol position, jamo (initial,
-# medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme, gazetteer match.
-CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH, GAZ = 0, 1, 2, 3, 4, 7, 8, 9
+# Columns of an encoded text (seq, 11): syllable, left/right bigram, eojeol position, jamo (initial,
+# medial, final; non-Hangul: its class in the first slot), Kiwi tag, Kiwi morpheme, gazetteer match,
+# lexicon match.
+CHAR, BI_L, BI_R, EOJ, JAMO, POS, MORPH, GAZ, LEX = 0, 1, 2, 3, 4, 7, 8, 9, 10
 
 
 def _jamo(ch: str) -> tuple[int, int, int]:
@@ -36,13 +37,14 @@ def _jamo(ch: str) -> tuple[int, int, int]:
 
 class Vocab:
     """Syllable, bigram and Kiwi-tag ids from the training text, the Kiwi morphemes that have
-    a vector row, and the gazetteer's tags (0 is padding everywhere)."""
+    a vector row, and the gazetteer's and lexicon's tags (0 is padding everywhere)."""
 
     def __init__(self, chars: list[str], bigrams: list[str], pos: list[str], morphemes: list[int] = (),
-                 kiwi_model: str | None = None, gaz: list[str] = ()) -> None:
+                 kiwi_model: str | None = None, gaz: list[str] = (), lex: list[str] = ()) -> None:
         self.chars, self.bigrams, self.pos, self.morphemes = chars, bigrams, pos, list(morphemes)
-        self.gaz = list(gaz)
+        self.gaz, self.lex = list(gaz), list(lex)
         self.gaz_id = {t: i + 1 for i, t in enumerate(self.gaz)}  # O is 0: no match, like padding
+        self.lex_id = {t: i + 1 for i, t in enumerate(self.lex)}
         self.kiwi_model = kiwi_model  # the Kiwi model whose ids ``morphemes`` are
         self.morph_row = {m: i + 1 for i, m in enumerate(self.morphemes)}
         self.char_id = {c: i + 1 + len(CLASSES) for i, c in enumerate(chars)}
@@ -53,7 +55,7 @@ class Vocab:
 
     @classmethod
     def build(cls, texts: Sequence[str], kiwi_feats: Sequence[tuple] | None, cfg: BiLSTMCRFConfig,
-              gazetteer: Gazetteer | None = None) -> "Vocab":
+              gazetteer: Gazetteer | None = None, lexicon: Lexicon | None = None) -> "Vocab":
         chars = Counter(c for t in texts for c in t)
         bigrams = Counter(p[i : i + 2] for t in texts for p in ["\x02" + t + "\x03"] for i in range(len(t) + 1))
         tags = Counter(tag for seq, _ in kiwi_feats or [] for tag in seq) if cfg.kiwi_dim else {}
@@ -65,29 +67,32 @@ class Vocab:
         return cls(sorted(c for c, n in chars.items() if n >= cfg.min_freq),
                    sorted(b for b, n in bigrams.items() if n >= cfg.bigram_min_freq), sorted(tags),
                    sorted(morphemes), kiwi_model_version() if morphemes else None,
-                   sorted(f"{p}-{c}" for c in set(gazetteer.table.values()) for p in "BI") if gazetteer else ())
+                   _bio_values(gazetteer), ["U", *_bio_values(lexicon)] if lexicon else [])
 
-    def sizes(self) -> tuple[int, int, int, int, int]:
+    def sizes(self) -> tuple[int, int, int, int, int, int]:
         return (1 + len(CLASSES) + len(self.chars), 2 + len(self.bigrams), 2 + len(self.pos), 1 + len(self.morphemes),
-                1 + len(self.gaz))
+                1 + len(self.gaz), 1 + len(self.lex))
 
-    def encode(self, text: str, kiwi_feats: tuple | None, gaz_tags: list[str] | None = None) -> torch.Tensor:
-        """``(len(text), 10)`` ids; see the column constants. ``kiwi_feats``: per character the
+    def encode(self, text: str, kiwi_feats: tuple | None, gaz_tags: list[str] | None = None,
+               lex_tags: list[str] | None = None) -> torch.Tensor:
+        """``(len(text), 11)`` ids; see the column constants. ``kiwi_feats``: per character the
         ``B-``/``I-`` tag and the Kiwi id of the morpheme covering it (``_`` and -1 where none);
-        ``gaz_tags``: per character the gazetteer's ``B-``/``I-`` tag (``O`` where no name)."""
-        return self.encode_many([text], [kiwi_feats], gaz_tags=[gaz_tags])[0]
+        ``gaz_tags`` / ``lex_tags``: per character the gazetteer's / lexicon's tag (``O`` where none)."""
+        return self.encode_many([text], [kiwi_feats], gaz_tags=[gaz_tags], lex_tags=[lex_tags])[0]
 
     def encode_many(self, texts: Sequence[str], kiwi_feats: Sequence[tuple | None],
                     extra_rows: dict[int, int] | None = None,
-                    gaz_tags: Sequence[list[str] | None] | None = None) -> list[torch.Tensor]:
+                    gaz_tags: Sequence[list[str] | None] | None = None,
+                    lex_tags: Sequence[list[str] | None] | None = None) -> list[torch.Tensor]:
         """``encode`` for many texts at once: one flat list per column and one tensor for all,
         split back per text (a tensor per text cost more than the lookups). ``extra_rows``: vector
         rows beyond the table for Kiwi morphemes outside it (see ``BiLSTMCRFTagger._extend``)."""
         syllable, extra = self._syllable_ids, extra_rows or {}
         chars = [syllable.get(c) or self._syllable(c) for t in texts for c in t]  # (N, 4)
-        left, right, eoj, pos, morph, gaz = [], [], [], [], [], []
+        left, right, eoj, pos, morph, gaz, lex = [], [], [], [], [], [], []
         kiwi_pairs = (f or (None, None) for f in kiwi_feats)
-        for text, (tags, ids), matched in zip(texts, kiwi_pairs, gaz_tags or [None] * len(texts)):
+        none = [None] * len(texts)
+        for text, (tags, ids), matched, forms in zip(texts, kiwi_pairs, gaz_tags or none, lex_tags or none):
             padded = "\x02" + text + "\x03"
             bi = [self.bigram_id.get(padded[i : i + 2], 1) for i in range(len(text) + 1)]
             left += bi[:-1]
@@ -96,9 +101,10 @@ class Vocab:
             pos += [self.pos_id.get(t, 1) for t in tags] if tags else [0] * len(text)
             morph += [self._morph(k, extra) for k in ids] if ids else [0] * len(text)
             gaz += [self.gaz_id.get(t, 0) for t in matched] if matched else [0] * len(text)
+            lex += [self.lex_id.get(t, 0) for t in forms] if forms else [0] * len(text)
         flat = torch.cat([torch.tensor(chars, dtype=torch.long).view(-1, 4),
-                          torch.tensor([left, right, eoj, pos, morph, gaz], dtype=torch.long).T], dim=1)
-        flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8, 9]]  # column order: CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH, GAZ
+                          torch.tensor([left, right, eoj, pos, morph, gaz, lex], dtype=torch.long).T], dim=1)
+        flat = flat[:, [0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10]]  # CHAR, BI_L, BI_R, EOJ, JAMO x3, POS, MORPH, GAZ, LEX
         return list(flat.split([len(t) for t in texts]))
 
     def _syllable(self, c: str) -> tuple[int, int, int, int]:
@@ -113,6 +119,10 @@ class Vocab:
             return 0
         row = self.morph_row.get(kiwi_id) or extra_rows.get(kiwi_id)
         return row or self.morph_row.get(kiwi_placeholder(kiwi_id), 0)
+
+
+def _bio_values(table: Gazetteer | Lexicon | None) -> list[str]:
+    return sorted(f"{p}-{c}" for c in set(table.table.values()) for p in "BI") if table else []
 
 
 def ppmi_vectors(encoded: Sequence[torch.Tensor], n: int, dim: int, seed: int, window: int = 2) -> torch.Tensor:

@@ -185,3 +185,5 @@ def test_compare_decoding_runs_only_the_decodings_asked_for(trained):
     report = compare_decoding(trained, OVERFIT[:2], batch_sizes=(2,), decodings=["constrained, one-pass verification"])
     assert "constrained, one-pass verification" in report and "same_spans_as_per_token" not in report
     assert "constrained, per-token" not in report and "unconstrained" not in report
+    assert report["constrained, one-pass verification"]["batch_size"] == 2
+    assert report["constrained, one-pass verification"]["probe_seconds"] == {}  # one batch size: nothing to probe

@@ -374,7 +374,7 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
     forward passes per sentence of each of :data:`DECODINGS` on the same examples, in one run, each
     at the batch size that decoded a probe of examples spread evenly over them fastest (the
     speed-ups of the two methods peak at different batch sizes; the first examples alone may be
-    longer or shorter than the rest). ``same_spans_as_per_token`` is the share of examples on which
+    longer or shorter than the rest; one batch size given is used without a probe). ``same_spans_as_per_token`` is the share of examples on which
     one-pass verification found exactly the spans of per-token decoding (1.0 in fp32; bf16 may
     round a block of tokens differently from one token at a time)."""
     examples = [ex for ex in examples if ex.text.strip()]
@@ -394,10 +394,11 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
         for name in decodings:
             constrained, draft = DECODINGS[name]
             draft = tagger.config.draft_tokens if draft is None else draft
-            probe = {bs: timed(sample, constrained, draft, bs)[0] for bs in batch_sizes}
-            batch_size = min(probe, key=probe.get)
+            probe = {bs: timed(sample, constrained, draft, bs)[0] for bs in batch_sizes} if len(batch_sizes) > 1 else {}
+            batch_size = min(probe, key=probe.get) if probe else batch_sizes[0]
             seconds, (spans, failures, tokens, forwards) = timed(texts, constrained, draft, batch_size)
-            out[name] = {"f1": score(examples, spans, official=False).f1, "parse_failures": failures, "seconds": round(seconds, 2),
+            out[name] = {"f1": score(examples, spans, official=False).f1, "parse_failures": failures,
+                         "seconds": round(seconds, 2),
                          "sentences_per_s": round(len(texts) / seconds, 2),
                          "generated_tokens_per_s": round(tokens / seconds, 1), "generated_tokens": tokens,
                          "forward_passes_per_sentence": round(forwards / max(len(texts), 1), 1),

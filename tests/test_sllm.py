@@ -167,6 +167,7 @@ def test_benchmark_shows_constrained_and_unconstrained_decoding_as_rows(trained)
     assert list(extras) == ["constrained, per-token", "constrained, one-pass verification", "unconstrained"]
     for name in ("constrained, per-token", "constrained, one-pass verification"):
         assert extras[name]["parse_failures"] == 0 and extras[name]["f1"] == 1.0
+    assert extras["constrained, one-pass verification"]["same_spans_as_per_token"] == 1.0
 
 
 def test_compare_decoding_reports_both_modes_each_at_its_fastest_probed_batch_size(trained):

@@ -276,8 +276,8 @@ def test_a_model_saved_before_the_gazetteer_features_loads_without_them(tmp_path
 def test_a_model_whose_files_hold_fields_this_kner_lacks_is_refused_in_one_line(tmp_path, overfit_examples):
     directory = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).save(tmp_path / "model")
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
-    (directory / "vocab.json").write_text(json.dumps({**vocab, "lex": []}), encoding="utf-8")  # as a later kner writes
-    with pytest.raises(kner.models.ModelDirError, match=r"cannot read \(saved by kner .*; retrain it\): .*'lex'"):
+    (directory / "vocab.json").write_text(json.dumps({**vocab, "subwords": []}), encoding="utf-8")  # a later kner's field
+    with pytest.raises(kner.models.ModelDirError, match=r"cannot read \(saved by kner .*; retrain it\): .*'subwords'"):
         kner.load(directory)
 
 

@@ -261,7 +261,7 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from .models.sllm import SLLMTagger, compare_decoding
+    from .models.sllm import ONE_PASS, PER_TOKEN, SLLMTagger, compare_decoding
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared / "tokenizers/bpe")
     tokenizer.chat_template = CHAT_TEMPLATE if arch == "qwen" else None  # gemma-3-270m is a base model, no template
@@ -288,8 +288,8 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     # Issue 20's one-pass verification against per-token decoding. Random weights open and close marks far
     # more often than a trained model (tokens and passes per sentence show how much), so the ratio is not a trained model's.
     decoding = compare_decoding(tagger, dev, batch_sizes=(plan.decode_batch,),
-                                decodings=["constrained, per-token", "constrained, one-pass verification"])
-    per_token, one_pass = decoding["constrained, per-token"], decoding["constrained, one-pass verification"]
+                                decodings=[PER_TOKEN, ONE_PASS])
+    per_token, one_pass = decoding[PER_TOKEN], decoding[ONE_PASS]
     return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tokenizer), "precision": tagger.precision,
             "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": _sig(train_s),
             "steps_per_s": round(steps / train_s, 2),

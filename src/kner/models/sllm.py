@@ -148,7 +148,7 @@ class SLLMTagger(Tagger):
         and unconstrained decoding on its dev slice."""
         result = compare_decoding(self, dev)
         rows = {name: result[name] for name in DECODINGS}
-        rows["constrained, one-pass verification"]["same_spans_as_per_token"] = result["same_spans_as_per_token"]
+        rows[ONE_PASS]["same_spans_as_per_token"] = result["same_spans_as_per_token"]
         return rows
 
     # --- prediction ----------------------------------------------------------------------------
@@ -360,8 +360,8 @@ class _EpochLog(TrainerCallback):
 
 # --- constrained vs unconstrained, side by side ---------------------------------------------------
 
-DECODINGS = {"constrained, per-token": (True, 0), "constrained, one-pass verification": (True, None),
-             "unconstrained": (False, 0)}
+PER_TOKEN, ONE_PASS = "constrained, per-token", "constrained, one-pass verification"
+DECODINGS = {PER_TOKEN: (True, 0), ONE_PASS: (True, None), "unconstrained": (False, 0)}
 """Rows of :func:`compare_decoding`: constrained, draft tokens (None: the tagger's ``draft_tokens``)."""
 
 
@@ -406,7 +406,7 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
                          "forward_passes_per_sentence": round(forwards / max(len(texts), 1), 1),
                          "batch_size": batch_size, "probe_seconds": {str(b): round(s, 3) for b, s in probe.items()}}
             found[name] = spans
-    per_token, one_pass = found.get("constrained, per-token"), found.get("constrained, one-pass verification")
+    per_token, one_pass = found.get(PER_TOKEN), found.get(ONE_PASS)
     if per_token is not None and one_pass is not None:
         out["same_spans_as_per_token"] = round(sum(a == b for a, b in zip(per_token, one_pass)) / max(len(texts), 1), 4)
     return out

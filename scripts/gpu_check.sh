@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (docs/gpu.md): GPU-marked tests, then one timed training run of every torch family.
-#   scripts/gpu_check.sh prepare [KLUE_DIR]  here, before: KLUE, tokenizers and pytest into .gpu_data/
+#   scripts/gpu_check.sh prepare [KLUE_DIR] [--sllm DIR]  here, before: KLUE, tokenizers, pytest (and a
+#                                            full-weight sLLM trained here, whose decoding is timed) into .gpu_data/
 #   scripts/gpu_check.sh [--stages NAME...]  on the GPU machine (carry .gpu_data): summary into $OUT
 #   scripts/gpu_check.sh --cpu-smoke         both steps with tiny models and a few sentences, on a CPU
 set -euo pipefail
@@ -12,7 +13,10 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZ
 
 case "${1:-}" in
   prepare)
-    exec "$PY" -m kner.gpu_check prepare --data "${2:-${KNER_DATA:-../shared/data/klue-ner-v1.1}}" --into .gpu_data ;;
+    shift
+    data=${KNER_DATA:-../shared/data/klue-ner-v1.1}
+    if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then data=$1; shift; fi
+    exec "$PY" -m kner.gpu_check prepare --data "$data" --into .gpu_data "$@" ;;
   --cpu-smoke)
     smoke=$(mktemp -d)
     trap 'rm -rf "$smoke"' EXIT

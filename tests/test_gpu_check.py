@@ -12,11 +12,12 @@ import torch
 
 import kner
 from conftest import REPO
-from kner.gpu_check import BILSTM_WITHOUT_KIWI, SMOKE, RTX3090_BERT_EPOCH_S, run, write_summary
+from builders import sllm as sllm_builder
+from kner.gpu_check import BILSTM_WITHOUT_KIWI, SMOKE, RTX3090_BERT_EPOCH_S, carry_sllm, run, write_summary
 from kner.models.bilstm_crf import BiLSTMCRFTagger
 
 ABSENT = ("kiwipiepy", "kiwipiepy_model", "pycrfsuite", "seqeval", "fastapi")  # not on the GPU machine
-STAGES = ["gpu_tests", "bert", "sllm_gemma-3-270m", "bilstm_crf", "sllm_qwen2.5-0.5b"]
+STAGES = ["gpu_tests", "sllm_trained", "bert", "sllm_gemma-3-270m", "bilstm_crf", "sllm_qwen2.5-0.5b"]
 
 
 @pytest.mark.slow
@@ -52,12 +53,35 @@ def test_cpu_smoke_runs_every_stage_without_the_absent_packages_and_writes_both_
         assert 0 < sllm["passes_per_sentence"] <= sllm["per_token_passes_per_sentence"]
         assert sllm["verification_speedup"] == pytest.approx(
             sllm["decode_sentences_per_s"] / sllm["per_token_sentences_per_s"], rel=0.02)
+    trained = stages["sllm_trained"]  # each decoding at its faster probed batch size, over the same sentences
+    assert trained["decode_sentences"] == SMOKE.trained_sentences and trained["parse_failures"] == 0
+    assert {trained["per_token_batch"], trained["decode_batch"]} <= set(SMOKE.trained_batch_sizes)
+    assert all(set(probe) == {str(b) for b in SMOKE.trained_batch_sizes} for probe in trained["probe_seconds"].values())
+    assert trained["same_spans_as_per_token"] == 1.0 and trained["f1"] == trained["one_pass_f1"]
+    assert 0 < trained["passes_per_sentence"] <= trained["per_token_passes_per_sentence"]
     assert stages["bilstm_crf"]["train_sentences"] == SMOKE.train_limit and stages["bilstm_crf"]["epoch_seconds"] > 0
 
     markdown = (out / "summary.md").read_text(encoding="utf-8")
     assert "CPU smoke" in markdown and summary["device"] in markdown
     assert all(f"| {name} | yes |" in markdown for name in STAGES)
     assert "skipped" in (out / "gpu_tests.log").read_text(encoding="utf-8")
+
+
+def test_prepare_carries_a_full_weight_sllm_in_bf16_and_refuses_a_lora_adapter(tmp_path, request, overfit_examples):
+    full = sllm_builder.make(tmp_path, request, epochs=1).fit(overfit_examples)
+    full.save(tmp_path / "full")
+    carry_sllm(tmp_path / "full", tmp_path / "carried")
+    carried = kner.load(tmp_path / "carried")
+    expected = {name: p.detach().to(torch.bfloat16).float() for name, p in full.model.named_parameters()}
+    assert expected.keys() == dict(carried.model.named_parameters()).keys()
+    assert all(torch.equal(expected[name], p) for name, p in carried.model.named_parameters())
+    size = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("full", "carried")}
+    assert size["carried"] < 0.6 * size["full"]
+
+    sllm_builder.make(tmp_path, request, epochs=1, lora=True).fit(overfit_examples).save(tmp_path / "lora")
+    with pytest.raises(SystemExit, match="is not a full-weight sLLM; train one with 'kner train sllm --no-lora'"):
+        carry_sllm(tmp_path / "lora", tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_failed_stage_is_one_table_row_with_its_error(tmp_path):

@@ -5,7 +5,9 @@ Only the checkout reaches the GPU machine (no hub, no package registry, at most 
 ``prepare`` runs beforehand where those are at hand: it copies KLUE, trains the tokenizers on its
 text and unpacks pytest's wheels into an ignored folder that travels with the checkout. The weights
 are drawn at random on the GPU machine, in the real architectures' shapes (speed does not depend
-on their values). A smoke plan shrinks every model and data slice so the same path runs on a CPU.
+on their values). Decoding speed does depend on them, so ``prepare --sllm`` also carries a small
+sLLM trained here, whose two constrained decodings are timed on all of dev. A smoke plan shrinks
+every model and data slice so the same path runs on a CPU.
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import find_split_file, load_split
+from .models.base import read_meta
 
 REPO = Path(__file__).resolve().parents[2]
 RTX3090_BERT_EPOCH_S = 54.6  # klue/bert-base, KLUE NER train, batch 32, fp16, on an RTX 3090 (the tutorial kner follows)
 PYTEST_WHEELS = ("pytest", "pluggy", "iniconfig", "pygments")  # pure Python; the GPU machine lacks pytest
 # The GPU machine has neither kiwipiepy nor scikit-learn (Kiwi features, PPMI-SVD initialisation).
 BILSTM_WITHOUT_KIWI = dict(kiwi_dim=0, kiwi_vectors=0, gazetteer_dim=0, pretrained_init=False)
+TRAINED_SLLM = "sllm-trained"  # where prepare puts the trained sLLM, in bf16
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -52,6 +56,9 @@ class Plan:
     sllm_batch: int = 8
     decode_sentences: int = 64
     decode_batch: int = 64  # one batch: random weights write long markup, so decoding is slow and not worth probing
+    trained_sentences: int | None = None  # dev sentences the trained sLLM decodes (None: all)
+    trained_batch_sizes: tuple[int, ...] = (16, 64, 256)  # each decoding uses the one fastest on the probe
+    trained_probe: int = 512  # sentences spread over dev that choose the batch size
 
 
 FULL = Plan(
@@ -64,6 +71,11 @@ FULL = Plan(
                num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
                sliding_window=512, max_position_embeddings=32_768),
 )
+SMALL_GEMMA = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64, sliding_window=512,
+                   max_position_embeddings=2048)
+"""The small sLLM trained here for the decoding comparison: gemma-3's architecture at 11M parameters
+(22 MB in bf16, so it travels), fully fine-tuned from random weights on KLUE (docs/gpu.md)."""
 SMOKE = Plan(
     tokenizer_vocab=1000, tokenizer_texts=500, train_limit=16,
     bert=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -75,12 +87,15 @@ SMOKE = Plan(
                max_position_embeddings=1024),
     bilstm=dict(char_dim=16, bigram_dim=8, eojeol_dim=4, hidden=16),
     sllm_steps=2, sllm_batch=4, decode_sentences=2, decode_batch=2,
+    trained_sentences=6, trained_batch_sizes=(2, 4), trained_probe=4,
 )
 
 
 # --- prepare: what must travel, made where the network and KLUE are ---------------------------------
 
-def prepare(klue: Path, into: Path, smoke: bool) -> None:
+def prepare(klue: Path, into: Path, smoke: bool, sllm: Path | None = None) -> None:
+    """KLUE, the tokenizers, pytest (not for the smoke run, where it is installed) and, from ``sllm``
+    (for the smoke run: a tiny one trained on a few sentences), the trained sLLM into ``into``."""
     plan = SMOKE if smoke else FULL
     (into / "klue").mkdir(parents=True, exist_ok=True)
     for split in ("train", "dev"):
@@ -90,6 +105,12 @@ def prepare(klue: Path, into: Path, smoke: bool) -> None:
     byte_level_bpe(texts, plan.tokenizer_vocab).save_pretrained(into / "tokenizers/bpe")
     if not smoke:  # the smoke runs where pytest is installed
         unpack_wheels(into / "site")
+    shutil.rmtree(into / TRAINED_SLLM, ignore_errors=True)
+    if smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            carry_sllm(tiny_trained_sllm(into, Path(tmp), plan.train_limit), into / TRAINED_SLLM)
+    elif sllm is not None:
+        carry_sllm(sllm, into / TRAINED_SLLM)
     (into / "prepared.json").write_text(json.dumps({"smoke": smoke}), encoding="utf-8")
 
 
@@ -128,6 +149,52 @@ def byte_level_bpe(texts: list[str], vocab_size: int):
                                    model_max_length=32_768)
 
 
+def carry_sllm(model: Path, into: Path) -> None:
+    """A copy of the full-weight sLLM ``model`` with its weights in bf16: half the bytes, and the GPU
+    decodes in bf16 anyway. A LoRA adapter cannot go: its base model is too big to travel."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    meta = read_meta(model)
+    if meta["family"] != "sllm" or meta["config"].get("lora", True):
+        raise SystemExit(f"gpu_check: {model} is not a full-weight sLLM; train one with 'kner train sllm --no-lora'")
+    shutil.copytree(model, into, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(model / "model.safetensors")
+    save_file({name: w.to(torch.bfloat16) for name, w in weights.items()}, into / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def tiny_trained_sllm(prepared: Path, tmp: Path, sentences: int) -> Path:
+    """The smoke run's stand-in for a trained sLLM: a tiny random gemma-3 fine-tuned on a few sentences."""
+    from .models.sllm import SLLMTagger
+
+    random_causal_lm(prepared, SMOKE.gemma, "cpu", tmp / "base", "gemma")
+    train = load_split("train", prepared / "klue", sentences)
+    SLLMTagger(base_model=str(tmp / "base"), lora=False, epochs=1, batch_size=4, eval_limit=0,
+               device="cpu").fit(train).save(tmp / "model")
+    return tmp / "model"
+
+
+def random_causal_lm(prepared: Path, shape: dict, device: str, into: Path, arch: str) -> int:
+    """A randomly initialised ``arch`` LLM of ``shape`` with the KLUE-trained BPE, saved in ``into``;
+    returns its parameter count."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared / "tokenizers/bpe")
+    tokenizer.chat_template = CHAT_TEMPLATE if arch == "qwen" else None  # gemma-3-270m is a base model, no template
+    tokenizer.save_pretrained(into)
+    config_cls, model_cls = {"qwen": (Qwen2Config, Qwen2ForCausalLM), "gemma": (Gemma3TextConfig, Gemma3ForCausalLM)}[arch]
+    config = config_cls(**{"vocab_size": len(tokenizer), **shape}, tie_word_embeddings=True,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    with torch.device(device):  # drawing half a billion weights is quicker on the GPU
+        model = model_cls(config)
+    # Stored in bf16 on the GPU, as the real checkpoints are; the LoRA base is read in half precision anyway.
+    model.to(torch.bfloat16 if device == "cuda" else torch.float32).save_pretrained(into)
+    return sum(p.numel() for p in model.parameters())
+
+
 def unpack_wheels(site: Path) -> None:
     """pytest and its pure-Python dependencies, at this machine's versions, unpacked (a pure-Python
     wheel unpacked is an installed package) into ``site``."""
@@ -152,6 +219,8 @@ def run(prepared: Path, out: Path, only: list[str] | None = None) -> int:
     summary = {"smoke": smoke, **environment(device), "stages": {}}
     stages = {
         "gpu_tests": lambda tmp: gpu_tests(prepared, out),
+        **({"sllm_trained": lambda tmp: sllm_trained(prepared, plan, device)}
+           if (prepared / TRAINED_SLLM).is_dir() else {}),  # prepared with --sllm
         "bert": lambda tmp: bert_epoch(prepared, plan, device, tmp),
         "sllm_gemma-3-270m": lambda tmp: sllm_steps(prepared, plan, device, tmp, "gemma"),
         "bilstm_crf": lambda tmp: bilstm_epoch(prepared, plan, device),
@@ -258,24 +327,9 @@ def bert_epoch(prepared: Path, plan: Plan, device: str, tmp: Path) -> dict:
 def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) -> dict:
     """``plan.sllm_steps`` LoRA steps of ``kner train sllm``'s training, then constrained decoding
     of ``plan.decode_sentences`` dev sentences, per token and with one-pass verification."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     from .models.sllm import ONE_PASS, PER_TOKEN, SLLMTagger, compare_decoding
 
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared / "tokenizers/bpe")
-    tokenizer.chat_template = CHAT_TEMPLATE if arch == "qwen" else None  # gemma-3-270m is a base model, no template
-    tokenizer.save_pretrained(tmp / "base")
-    config_cls, model_cls = {"qwen": (Qwen2Config, Qwen2ForCausalLM), "gemma": (Gemma3TextConfig, Gemma3ForCausalLM)}[arch]
-    config = config_cls(**{"vocab_size": len(tokenizer), **getattr(plan, arch)}, tie_word_embeddings=True,
-                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    torch.manual_seed(0)
-    with torch.device(device):  # drawing half a billion weights is quicker on the GPU
-        model = model_cls(config)
-    # Stored in bf16 on the GPU, as the real checkpoints are; the LoRA base is read in half precision anyway.
-    model.to(torch.bfloat16 if device == "cuda" else torch.float32).save_pretrained(tmp / "base")
-    parameters = sum(p.numel() for p in model.parameters())
-    del model
+    parameters = random_causal_lm(prepared, getattr(plan, arch), device, tmp / "base", arch)
     train = load_split("train", prepared / "klue", plan.sllm_steps * plan.sllm_batch)
     dev = load_split("dev", prepared / "klue", plan.decode_sentences)
     tagger = SLLMTagger(base_model=str(tmp / "base"), lora=True, epochs=1, batch_size=plan.sllm_batch, eval_limit=0,
@@ -286,11 +340,12 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     tokens = [len(item["input_ids"]) for item in tagger._features(train)]
     steps = math.ceil(len(tokens) / plan.sllm_batch)
     # Issue 20's one-pass verification against per-token decoding. Random weights open and close marks far
-    # more often than a trained model (tokens and passes per sentence show how much), so the ratio is not a trained model's.
+    # more often than a trained model (tokens and passes per sentence show how much), so the ratio is not a trained
+    # model's: the sllm_trained stage times one.
     decoding = compare_decoding(tagger, dev, batch_sizes=(plan.decode_batch,),
                                 decodings=[PER_TOKEN, ONE_PASS])
     per_token, one_pass = decoding[PER_TOKEN], decoding[ONE_PASS]
-    return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tokenizer), "precision": tagger.precision,
+    return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tagger.tokenizer), "precision": tagger.precision,
             "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": _sig(train_s),
             "steps_per_s": round(steps / train_s, 2),
             "train_tokens_per_s": round(sum(tokens) / train_s, 1), "mean_sequence_tokens": round(sum(tokens) / len(tokens), 1),
@@ -303,6 +358,31 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
             "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
             "verification_speedup": round(one_pass["sentences_per_s"] / per_token["sentences_per_s"], 2),
             "same_spans_as_per_token": decoding["same_spans_as_per_token"],
+            "parse_failures": one_pass["parse_failures"] + per_token["parse_failures"]}
+
+
+def sllm_trained(prepared: Path, plan: Plan, device: str) -> dict:
+    """Issue 20's comparison on the trained sLLM that ``prepare`` carried: per-token decoding against
+    one-pass verification of dev, each at the batch size that decodes a probe of it fastest."""
+    from .models import load
+    from .models.sllm import ONE_PASS, PER_TOKEN, compare_decoding
+
+    tagger = load(prepared / TRAINED_SLLM, device=device)
+    dev = load_split("dev", prepared / "klue", plan.trained_sentences)
+    result = compare_decoding(tagger, dev, batch_sizes=plan.trained_batch_sizes, decodings=[PER_TOKEN, ONE_PASS],
+                              probe_sentences=plan.trained_probe)
+    per_token, one_pass = result[PER_TOKEN], result[ONE_PASS]
+    return {"parameters_m": round(sum(p.numel() for p in tagger.model.parameters()) / 1e6, 1),
+            "precision": tagger.precision, "draft_tokens": tagger.config.draft_tokens, "decode_sentences": len(dev),
+            "f1": round(per_token["f1"], 4), "one_pass_f1": round(one_pass["f1"], 4),
+            "per_token_batch": per_token["batch_size"], "per_token_sentences_per_s": per_token["sentences_per_s"],
+            "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
+            "decode_batch": one_pass["batch_size"], "decode_sentences_per_s": one_pass["sentences_per_s"],
+            "passes_per_sentence": one_pass["forward_passes_per_sentence"],
+            "generated_tokens_per_sentence": round(one_pass["generated_tokens"] / len(dev), 1),
+            "verification_speedup": round(one_pass["sentences_per_s"] / per_token["sentences_per_s"], 2),
+            "same_spans_as_per_token": result["same_spans_as_per_token"],
+            "probe_seconds": {"per_token": per_token["probe_seconds"], "one_pass": one_pass["probe_seconds"]},
             "parse_failures": one_pass["parse_failures"] + per_token["parse_failures"]}
 
 
@@ -324,6 +404,10 @@ FIGURES = {  # stage name prefix -> (label, key) shown in the Markdown table
     "gpu_tests": [("passed", "passed"), ("failed", "failures"), ("skipped", "skipped")],
     "bert": [("epoch s", "epoch_seconds"), ("RTX 3090 s", "rtx3090_epoch_seconds"), ("× 3090", "speedup_vs_rtx3090"),
              ("windows/s", "windows_per_s"), ("precision", "precision")],
+    "sllm_trained": [("F1", "f1"), ("per-token sent/s", "per_token_sentences_per_s"), ("at batch", "per_token_batch"),
+                     ("one-pass sent/s", "decode_sentences_per_s"), ("at batch", "decode_batch"),
+                     ("× per-token", "verification_speedup"), ("per-token passes/sent", "per_token_passes_per_sentence"),
+                     ("passes/sent", "passes_per_sentence"), ("same spans", "same_spans_as_per_token")],
     "sllm": [("LoRA steps", "lora_steps"), ("steps/s", "steps_per_s"), ("train tokens/s", "train_tokens_per_s"),
              ("decode sent/s", "decode_sentences_per_s"), ("gen tokens/sent", "generated_tokens_per_sentence"),
              ("gen tokens/s", "generated_tokens_per_s"),
@@ -357,14 +441,24 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare", help="copy KLUE, train the tokenizers, unpack pytest (run before the GPU machine)")
     prep.add_argument("--data", required=True, help="the KLUE NER v1.1 release folder")
     prep.add_argument("--into", required=True, help="the ignored folder that travels with the checkout")
-    prep.add_argument("--smoke", action="store_true", help="tiny tokenizers and no wheels, for the CPU smoke run")
+    prep.add_argument("--smoke", action="store_true",
+                      help="tiny tokenizers, a tiny trained sLLM and no wheels, for the CPU smoke run")
+    prep.add_argument("--sllm", type=Path, help="a full-weight sLLM trained here (kner train sllm --no-lora, under "
+                                                "about 20M parameters) whose decoding the check times")
+    base = sub.add_parser("small-sllm-base", help="the random small gemma-3 that 'kner train sllm --no-lora' "
+                                                  "trains into the sLLM that prepare --sllm carries")
+    base.add_argument("--prepared", required=True, help="the folder 'prepare' wrote (its BPE tokenizer is used)")
+    base.add_argument("--into", required=True, help="folder to write the base model to")
     go = sub.add_parser("run", help="run the GPU tests and time every torch family")
     go.add_argument("--prepared", required=True, help="the folder 'prepare' wrote")
     go.add_argument("--out", required=True, help="folder for summary.json, summary.md and the test log")
     go.add_argument("--stages", nargs="+", metavar="STAGE", help="run only these stages (to finish a run cut short)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        prepare(Path(args.data), Path(args.into), args.smoke)
+        prepare(Path(args.data), Path(args.into), args.smoke, args.sllm)
+        return 0
+    if args.command == "small-sllm-base":
+        random_causal_lm(Path(args.prepared), SMALL_GEMMA, "cpu", Path(args.into), "gemma")
         return 0
     return run(Path(args.prepared).resolve(), Path(args.out).resolve(), args.stages)  # the tests' child process runs in the repo
 

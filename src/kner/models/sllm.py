@@ -366,12 +366,12 @@ DECODINGS = {PER_TOKEN: (True, 0), ONE_PASS: (True, None), "unconstrained": (Fal
 
 
 BATCH_SIZES = (8, 16, 32, 64)
-"""Batch sizes :func:`compare_decoding` tries for each decoding, on PROBE_SENTENCES spread over its examples."""
+"""Batch sizes :func:`compare_decoding` tries for each decoding, on ``probe_sentences`` spread over its examples."""
 PROBE_SENTENCES = 64
 
 
 def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_sizes: Sequence[int] = BATCH_SIZES,
-                     decodings: Sequence[str] = tuple(DECODINGS)) -> dict:
+                     decodings: Sequence[str] = tuple(DECODINGS), probe_sentences: int = PROBE_SENTENCES) -> dict:
     """F1 (:func:`kner.scoring.score`), outputs needing repair, sentences/s, generated tokens/s and
     forward passes per sentence of each of :data:`DECODINGS` on the same examples, in one run, each
     at the batch size that decoded a probe of examples spread evenly over them fastest (the
@@ -383,7 +383,7 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
     texts = [ex.text for ex in examples]
     tagger.model.eval()
     out = {"n_sentences": len(texts), "device": str(tagger.device)}
-    sample = texts[::max(1, len(texts) // PROBE_SENTENCES)][:PROBE_SENTENCES]
+    sample = texts[::max(1, len(texts) // probe_sentences)][:probe_sentences]
 
     def timed(subset: list[str], constrained: bool, draft: int, batch_size: int):
         start = time.perf_counter()

@@ -150,8 +150,8 @@ def byte_level_bpe(texts: list[str], vocab_size: int):
 
 
 def carry_sllm(model: Path, into: Path) -> None:
-    """A copy of the full-weight sLLM ``model`` with its weights in bf16: half the bytes, and the GPU
-    decodes in bf16 anyway. A LoRA adapter cannot go: its base model is too big to travel."""
+    """A copy of the full-weight sLLM ``model`` with its weights stored in bf16, half the bytes (they
+    are read back in the model's saved precision). A LoRA adapter cannot go: its base is too big to travel."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -407,7 +407,8 @@ FIGURES = {  # stage name prefix -> (label, key) shown in the Markdown table
     "sllm_trained": [("F1", "f1"), ("per-token sent/s", "per_token_sentences_per_s"), ("at batch", "per_token_batch"),
                      ("one-pass sent/s", "decode_sentences_per_s"), ("at batch", "decode_batch"),
                      ("× per-token", "verification_speedup"), ("per-token passes/sent", "per_token_passes_per_sentence"),
-                     ("passes/sent", "passes_per_sentence"), ("same spans", "same_spans_as_per_token")],
+                     ("passes/sent", "passes_per_sentence"), ("same spans", "same_spans_as_per_token"),
+                     ("precision", "precision")],
     "sllm": [("LoRA steps", "lora_steps"), ("steps/s", "steps_per_s"), ("train tokens/s", "train_tokens_per_s"),
              ("decode sent/s", "decode_sentences_per_s"), ("gen tokens/sent", "generated_tokens_per_sentence"),
              ("gen tokens/s", "generated_tokens_per_s"),

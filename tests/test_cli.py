@@ -97,6 +97,26 @@ def test_runtime_settings_a_model_lacks_are_refused_by_name(run_dir):
         main(["predict", str(run_dir), "이순신", "--precision", "bf16"])
     with pytest.raises(SystemExit, match="crf model has no setting 'recall_bias'"):
         main(["evaluate", str(run_dir), "--recall-bias", "0"])
+    with pytest.raises(SystemExit, match="crf model has no setting 'draft_tokens', 'predict_batch_size'"):
+        main(["predict", str(run_dir), "이순신", "--predict-batch-size", "64", "--draft-tokens", "0"])
+
+
+def test_sllm_decoding_flags_reach_the_model_and_change_speed_not_spans(tmp_path, request, overfit_examples, capsys,
+                                                                       monkeypatch):
+    from builders import sllm as sllm_builder
+    from kner import cli
+
+    sllm_builder.make(tmp_path, request).fit(overfit_examples).save(tmp_path / "sllm")
+    capsys.readouterr()  # the Trainer's summary line
+    loaded, load = [], cli.models.load
+    monkeypatch.setattr(cli.models, "load", lambda *a, **kw: loaded.append(load(*a, **kw)) or loaded[-1])
+    texts = [ex.text for ex in overfit_examples]
+    outputs = []
+    for flags in ([], ["--predict-batch-size", "2", "--draft-tokens", "0"]):
+        main(["predict", str(tmp_path / "sllm"), *texts, "--format", "json", *flags])
+        outputs.append(capsys.readouterr().out)
+    assert [(t.config.predict_batch_size, t.config.draft_tokens) for t in loaded] == [(16, 8), (2, 0)]
+    assert outputs[0] == outputs[1] and '"label": "PS"' in outputs[0]
 
 
 def test_missing_data_directory_says_how_to_fix(tmp_path):

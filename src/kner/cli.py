@@ -198,6 +198,10 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
                         help="bilstm-crf models: lower the O tag's scores by B before decoding (> 0 trades precision for recall)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="crf models: tag large batches in N processes (0: one per CPU core)")
+    parser.add_argument("--predict-batch-size", type=int, metavar="N",
+                        help="torch models: texts run through the model together (on a GPU larger batches pay)")
+    parser.add_argument("--draft-tokens", type=int, metavar="N",
+                        help="sllm models: copied tokens checked per forward pass (0: one pass per token)")
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict:
@@ -206,7 +210,7 @@ def _given(args: argparse.Namespace, *names: str) -> dict:
 
 
 def _runtime(args: argparse.Namespace) -> dict:
-    return _given(args, "precision", "pretokenize", "recall_bias", "workers")
+    return _given(args, "precision", "pretokenize", "recall_bias", "workers", "predict_batch_size", "draft_tokens")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -327,7 +327,7 @@ def bert_epoch(prepared: Path, plan: Plan, device: str, tmp: Path) -> dict:
 def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) -> dict:
     """``plan.sllm_steps`` LoRA steps of ``kner train sllm``'s training, then constrained decoding
     of ``plan.decode_sentences`` dev sentences, per token and with one-pass verification."""
-    from .models.sllm import ONE_PASS, PER_TOKEN, SLLMTagger, compare_decoding
+    from .models.sllm import SLLMTagger
 
     parameters = random_causal_lm(prepared, getattr(plan, arch), device, tmp / "base", arch)
     train = load_split("train", prepared / "klue", plan.sllm_steps * plan.sllm_batch)
@@ -342,22 +342,32 @@ def sllm_steps(prepared: Path, plan: Plan, device: str, tmp: Path, arch: str) ->
     # Issue 20's one-pass verification against per-token decoding. Random weights open and close marks far
     # more often than a trained model (tokens and passes per sentence show how much), so the ratio is not a trained
     # model's: the sllm_trained stage times one.
-    decoding = compare_decoding(tagger, dev, batch_sizes=(plan.decode_batch,),
-                                decodings=[PER_TOKEN, ONE_PASS])
-    per_token, one_pass = decoding[PER_TOKEN], decoding[ONE_PASS]
     return {"parameters_m": round(parameters / 1e6, 1), "tokenizer_vocab": len(tagger.tokenizer), "precision": tagger.precision,
             "lora_steps": steps, "batch_size": plan.sllm_batch, "train_seconds": _sig(train_s),
             "steps_per_s": round(steps / train_s, 2),
             "train_tokens_per_s": round(sum(tokens) / train_s, 1), "mean_sequence_tokens": round(sum(tokens) / len(tokens), 1),
-            "decode_sentences": len(dev), "decode_seconds": one_pass["seconds"],
-            "decode_sentences_per_s": one_pass["sentences_per_s"], "decode_batch": plan.decode_batch,
+            **decoding_figures(tagger, dev, (plan.decode_batch,), plan.decode_batch)}
+
+
+def decoding_figures(tagger, dev: list, batch_sizes: tuple[int, ...], probe: int) -> dict:
+    """Per-token decoding against one-pass verification of ``dev`` (:func:`compare_decoding`), each
+    at the one of ``batch_sizes`` that decodes ``probe`` sentences spread over it fastest."""
+    from .models.sllm import ONE_PASS, PER_TOKEN, compare_decoding
+
+    result = compare_decoding(tagger, dev, batch_sizes=batch_sizes, decodings=[PER_TOKEN, ONE_PASS],
+                              probe_sentences=probe)
+    per_token, one_pass = result[PER_TOKEN], result[ONE_PASS]
+    return {"decode_sentences": len(dev), "f1": round(per_token["f1"], 4), "one_pass_f1": round(one_pass["f1"], 4),
+            "per_token_batch": per_token["batch_size"], "per_token_sentences_per_s": per_token["sentences_per_s"],
+            "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
+            "decode_batch": one_pass["batch_size"], "decode_seconds": one_pass["seconds"],
+            "decode_sentences_per_s": one_pass["sentences_per_s"],
+            "passes_per_sentence": one_pass["forward_passes_per_sentence"],
             "generated_tokens_per_sentence": round(one_pass["generated_tokens"] / len(dev), 1),
             "generated_tokens_per_s": one_pass["generated_tokens_per_s"],
-            "passes_per_sentence": one_pass["forward_passes_per_sentence"],
-            "per_token_sentences_per_s": per_token["sentences_per_s"],
-            "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
             "verification_speedup": round(one_pass["sentences_per_s"] / per_token["sentences_per_s"], 2),
-            "same_spans_as_per_token": decoding["same_spans_as_per_token"],
+            "same_spans_as_per_token": result["same_spans_as_per_token"],
+            "probe_seconds": {"per_token": per_token["probe_seconds"], "one_pass": one_pass["probe_seconds"]},
             "parse_failures": one_pass["parse_failures"] + per_token["parse_failures"]}
 
 
@@ -365,25 +375,12 @@ def sllm_trained(prepared: Path, plan: Plan, device: str) -> dict:
     """Issue 20's comparison on the trained sLLM that ``prepare`` carried: per-token decoding against
     one-pass verification of dev, each at the batch size that decodes a probe of it fastest."""
     from .models import load
-    from .models.sllm import ONE_PASS, PER_TOKEN, compare_decoding
 
     tagger = load(prepared / TRAINED_SLLM, device=device)
     dev = load_split("dev", prepared / "klue", plan.trained_sentences)
-    result = compare_decoding(tagger, dev, batch_sizes=plan.trained_batch_sizes, decodings=[PER_TOKEN, ONE_PASS],
-                              probe_sentences=plan.trained_probe)
-    per_token, one_pass = result[PER_TOKEN], result[ONE_PASS]
     return {"parameters_m": round(sum(p.numel() for p in tagger.model.parameters()) / 1e6, 1),
-            "precision": tagger.precision, "draft_tokens": tagger.config.draft_tokens, "decode_sentences": len(dev),
-            "f1": round(per_token["f1"], 4), "one_pass_f1": round(one_pass["f1"], 4),
-            "per_token_batch": per_token["batch_size"], "per_token_sentences_per_s": per_token["sentences_per_s"],
-            "per_token_passes_per_sentence": per_token["forward_passes_per_sentence"],
-            "decode_batch": one_pass["batch_size"], "decode_sentences_per_s": one_pass["sentences_per_s"],
-            "passes_per_sentence": one_pass["forward_passes_per_sentence"],
-            "generated_tokens_per_sentence": round(one_pass["generated_tokens"] / len(dev), 1),
-            "verification_speedup": round(one_pass["sentences_per_s"] / per_token["sentences_per_s"], 2),
-            "same_spans_as_per_token": result["same_spans_as_per_token"],
-            "probe_seconds": {"per_token": per_token["probe_seconds"], "one_pass": one_pass["probe_seconds"]},
-            "parse_failures": one_pass["parse_failures"] + per_token["parse_failures"]}
+            "precision": tagger.precision, "draft_tokens": tagger.config.draft_tokens,
+            **decoding_figures(tagger, dev, plan.trained_batch_sizes, plan.trained_probe)}
 
 
 def bilstm_epoch(prepared: Path, plan: Plan, device: str) -> dict:

@@ -376,9 +376,10 @@ def compare_decoding(tagger: SLLMTagger, examples: Sequence[Example], batch_size
     forward passes per sentence of each of :data:`DECODINGS` on the same examples, in one run, each
     at the batch size that decoded a probe of examples spread evenly over them fastest (the
     speed-ups of the two methods peak at different batch sizes; the first examples alone may be
-    longer or shorter than the rest; one batch size given is used without a probe). ``same_spans_as_per_token`` is the share of examples on which
-    one-pass verification found exactly the spans of per-token decoding (1.0 in fp32; bf16 may
-    round a block of tokens differently from one token at a time)."""
+    longer or shorter than the rest; one batch size given is used without a probe).
+    ``same_spans_as_per_token`` is the share of examples on which one-pass verification found
+    exactly the spans of per-token decoding (1.0 in fp32; bf16 may round a block of tokens
+    differently from one token at a time)."""
     examples = [ex for ex in examples if ex.text.strip()]
     texts = [ex.text for ex in examples]
     tagger.model.eval()

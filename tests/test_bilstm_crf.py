@@ -321,6 +321,23 @@ def test_lexicon_features_mark_kiwi_forms_and_the_table_travels_with_the_model(t
     assert loaded.predict(ODD_TEXTS + [text]) == tagger.predict(ODD_TEXTS + [text])
 
 
+def test_encoder_features_train_and_the_encoder_travels_with_the_model(tmp_path, request, overfit_examples):
+    from builders.bert import base_model
+
+    tagger = BiLSTMCRFTagger(**{**TINY, "dropout": 0.0}, encoder=str(base_model(request, "sentencepiece")),
+                             encoder_layers=2, max_epochs=40, patience=40)
+    tagger.fit(overfit_examples, valid=overfit_examples)
+    texts = [ex.text for ex in overfit_examples]
+    assert tagger.predict(texts) == [sorted(ex.spans) for ex in overfit_examples]
+    assert tagger.net.context_mix.shape == (2,) and tagger.net.context_mix.grad is not None  # the mix is learned
+    directory = tagger.save(tmp_path / "model")
+    meta = json.loads((directory / "kner.json").read_text(encoding="utf-8"))
+    meta["config"]["encoder"] = str(tmp_path / "gone")  # loading reads the copy in the model, not the source
+    (directory / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    loaded = kner.load(directory)
+    assert loaded.predict(ODD_TEXTS + texts) == tagger.predict(ODD_TEXTS + texts)
+
+
 def test_a_model_without_the_lexicon_saves_the_vocabulary_it_saved_before(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
     saved = json.loads((tagger.save(tmp_path / "model") / "vocab.json").read_text(encoding="utf-8"))

@@ -95,6 +95,15 @@ def test_card_for_a_transformers_model_names_its_base_and_shows_a_pipeline_and_s
     assert "2-core CPU, no GPU" in card.text and "| 2 | 590 | 0.1200 | 87.00 |" in card.text
 
 
+def test_card_for_a_bilstm_crf_reading_an_encoder_names_it_as_its_base(tmp_path):
+    meta = {"family": "bilstm-crf", "config": {"encoder": "intfloat/multilingual-e5-small", "encoder_layers": 3}}
+    (tmp_path / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    card = ModelCard(model_card(tmp_path, "me/kner-bilstm"))
+    assert card.data.base_model == "intfloat/multilingual-e5-small" and card.data.library_name == "kner"
+    assert "Reads the frozen hidden states of `intfloat/multilingual-e5-small`." in card.text
+    assert "Fine-tuned from" not in card.text
+
+
 def test_a_card_without_metrics_says_so_instead_of_inventing_them(tmp_path):
     (tmp_path / "kner.json").write_text(json.dumps({"family": "crf", "config": {}}), encoding="utf-8")
     card = ModelCard(model_card(tmp_path, "me/untested"))

@@ -38,8 +38,9 @@ class PushPlan:
 
 
 def _base_model(config: dict) -> str | None:
-    """The pretrained checkpoint a fine-tuned family (bert, sllm) started from."""
-    value = config.get("base_model")
+    """The pretrained checkpoint a fine-tuned family (bert, sllm) started from, or the frozen
+    encoder a Bi-LSTM-CRF reads."""
+    value = config.get("base_model") or config.get("encoder")
     return value if isinstance(value, str) and value else None
 
 
@@ -88,7 +89,8 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         f"A Korean named-entity recognition model (**{family}** family) trained with "
         f"kner on KLUE NER. It tags six entity types as character spans: "
         + ", ".join(f"`{t}` {TYPE_NAMES.get(t, t)}" for t in labels) + "."
-        + (f" Fine-tuned from `{base}`." if base else ""),
+        + (f" Fine-tuned from `{base}`." if base and "base_model" in config else "")
+        + (f" Reads the frozen hidden states of `{base}`." if base and "encoder" in config else ""),
         _results_section(metrics),
         _speed_section(meta),
         _data_section(metrics, meta.get("provenance") or {}),

@@ -27,8 +27,9 @@ from ..scoring import score
 from ..morphology import kiwi, kiwi_model_version, morpheme_vectors
 from ..types import Example, Span
 from .base import EpochRecord, Tagger
-from .bilstm_inputs import BI_L, BI_R, CHAR, EOJ, EOJEOL, GAZ, JAMO, LEX, MORPH, N_JAMO, POS, Vocab, ppmi_vectors
-from .crf_layer import CRF, iob2_allowed
+from .bilstm_inputs import Vocab, ppmi_vectors
+from .bilstm_network import Network
+from .context_features import ContextEncoder
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
 from .selection import EpochSelector, total_seconds
 
@@ -69,6 +70,12 @@ class BiLSTMCRFConfig:
     """Embedding size of the tag families Kiwi's lexicon gives the form matched over each character
     (kner.gazetteer.Lexicon, as the CRF's ``lexicon``; the table is saved with the model); 0 = off
     (a single model gains nothing on validation, an ensemble member errs differently: docs/experiments.md)."""
+    encoder: str | None = None
+    """A Hugging Face encoder (hub id or local folder) read frozen: each character also gets the hidden
+    states of the subword over it at ``encoder_layers`` layers, mixed by learned weights
+    (kner.models.context_features; the encoder is saved with the model); None = off."""
+    encoder_layers: int = 3
+    """How many of the encoder's layers are mixed, spread evenly and ending at the last."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -119,72 +126,6 @@ class BiLSTMCRFConfig:
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
 
 
-class Network(nn.Module):
-    def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str]) -> None:
-        super().__init__()
-        n_chars, n_bigrams, n_pos, n_morph, n_gaz, n_lex = vocab.sizes()
-        self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
-        self.bigram = nn.Embedding(n_bigrams, cfg.bigram_dim, padding_idx=0) if cfg.bigram_dim else None
-        self.eojeol = nn.Embedding(len(EOJEOL) + 1, cfg.eojeol_dim, padding_idx=0) if cfg.eojeol_dim else None
-        self.jamo = nn.Embedding(N_JAMO, cfg.jamo_dim, padding_idx=0) if cfg.jamo_dim else None
-        # A width-3 convolution over a syllable's three jamo slots is one linear map of their concatenation.
-        self.jamo_conv = nn.Linear(3 * cfg.jamo_dim, cfg.jamo_dim) if cfg.jamo_dim else None
-        self.pos = nn.Embedding(n_pos, cfg.kiwi_dim, padding_idx=0) if cfg.kiwi_dim else None
-        self.morph = nn.Embedding(n_morph, cfg.kiwi_vectors, padding_idx=0) if cfg.kiwi_vectors else None
-        if self.morph is not None:
-            self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
-        self.gaz = nn.Embedding(n_gaz, cfg.gazetteer_dim, padding_idx=0) if cfg.gazetteer_dim else None
-        self.lex = nn.Embedding(n_lex, cfg.lexicon_dim, padding_idx=0) if cfg.lexicon_dim else None
-        dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
-               + cfg.gazetteer_dim + cfg.lexicon_dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.emit = nn.Linear(2 * cfg.hidden, len(tags))
-        allowed, start = iob2_allowed(tags) if cfg.constrained else (None, None)
-        self.crf = CRF(len(tags), allowed, start)
-
-    def emissions(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` (batch, seq, 11) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
-        morpheme ids past the table (``BiLSTMCRFTagger._extend``)."""
-        x = x.transpose(0, 1)  # (seq, batch, 11): time-major, so packing copies whole time steps
-        parts = [self.char(x[..., CHAR])]
-        if self.bigram is not None:
-            parts += [self.bigram(x[..., BI_L]), self.bigram(x[..., BI_R])]
-        if self.eojeol is not None:
-            parts.append(self.eojeol(x[..., EOJ]))
-        if self.jamo is not None:
-            jamo = self.jamo(x[..., JAMO : JAMO + 3]).flatten(2)  # (seq, batch, 3 * jamo_dim)
-            parts.append(torch.tanh(self.jamo_conv(jamo)))
-        if self.pos is not None:
-            parts.append(self.pos(x[..., POS]))
-        if self.morph is not None:
-            parts.append(self._morph_vectors(x[..., MORPH], extra))
-        if self.gaz is not None:
-            parts.append(self.gaz(x[..., GAZ]))
-        if self.lex is not None:
-            parts.append(self.lex(x[..., LEX]))
-        emb = self.dropout(torch.cat(parts, dim=-1))  # (seq, batch, dim)
-        if torch.is_autocast_enabled(emb.device.type):  # the LSTM casts anyway; packing then moves half the bytes
-            emb = emb.to(torch.get_autocast_dtype(emb.device.type))
-        # Packing keeps the backward LSTM from reading padding. Callers pass batches longest
-        # first, which spares packing two reorderings (index_select) of the whole batch.
-        lengths = lengths.cpu()
-        ordered = bool((lengths[:-1] >= lengths[1:]).all())
-        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, enforce_sorted=ordered)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=x.size(0))  # (seq, batch, 2 * hidden)
-        return self.emit(self.dropout(out)).transpose(0, 1)  # (batch, seq, tags)
-
-    def _morph_vectors(self, ids: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
-        n = self.morph.num_embeddings
-        vectors = self.morph(ids.clamp(max=n - 1))  # (..., kiwi_vectors)
-        beyond = ids >= n
-        if extra is not None and beyond.any():
-            vectors[beyond] = extra.to(vectors.dtype)[ids[beyond] - n]
-        return vectors
-
-
 class BiLSTMCRFTagger(Tagger):
     """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer, lexicon)
     -> BiLSTM -> CRF."""
@@ -208,6 +149,7 @@ class BiLSTMCRFTagger(Tagger):
         self.net: Network | None = None
         self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
         self.lexicon: Lexicon | None = None  # likewise, from Kiwi's morpheme list
+        self.context: ContextEncoder | None = None  # the frozen encoder, when config.encoder names one
         self._reset_extra()
 
     @property
@@ -228,6 +170,17 @@ class BiLSTMCRFTagger(Tagger):
 
     def _lex_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
         return [self.lexicon.tags(t) for t in texts] if self.config.lexicon_dim else None
+
+    def _context(self, texts: Sequence[str]) -> list[torch.Tensor] | None:
+        """The frozen encoder's features, one ``(len(text), encoder_layers, dim)`` tensor per text."""
+        if self.context is None:
+            return None
+        return self.context.features(texts, pick_precision(self.config.precision, self.device, cpu_bf16=True))
+
+    def _context_batch(self, context: list[torch.Tensor] | None, idx: Sequence[int]) -> torch.Tensor | None:
+        if context is None:
+            return None
+        return nn.utils.rnn.pad_sequence([context[i] for i in idx], batch_first=True).to(self.device)
 
     def _encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         feats = self._kiwi_feats(texts)
@@ -277,9 +230,10 @@ class BiLSTMCRFTagger(Tagger):
         lengths = torch.tensor([len(e) for e in encoded])
         return nn.utils.rnn.pad_sequence(list(encoded), batch_first=True), lengths  # (batch, seq, 11), (batch,)
 
-    def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None) -> list[list[str]]:
-        """Best tag sequence for each encoded text, in batches of similar length (by ``net``, default
-        the tagger's own)."""
+    def _decode(self, encoded: Sequence[torch.Tensor], net: Network | None = None,
+                context: list[torch.Tensor] | None = None) -> list[list[str]]:
+        """Best tag sequence for each encoded text (with its encoder features ``context``, if the
+        network reads them), in batches of similar length (by ``net``, default the tagger's own)."""
         net = net or self.net
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[list[str]] = [[] for _ in encoded]
@@ -295,7 +249,7 @@ class BiLSTMCRFTagger(Tagger):
                 x = x.to(self.device)
                 mask = torch.arange(x.size(1), device=x.device) < lengths.to(x.device)[:, None]
                 with autocast(self.device, precision):
-                    emissions = net.emissions(x, lengths, extra).float()  # (batch, seq, tags)
+                    emissions = net.emissions(x, lengths, extra, self._context_batch(context, idx)).float()
                 if self.config.recall_bias:
                     emissions[..., 0] -= self.config.recall_bias  # tag 0 is O
                 best = net.crf.decode(emissions, mask).tolist()
@@ -307,7 +261,7 @@ class BiLSTMCRFTagger(Tagger):
         if self.net is None:
             raise RuntimeError("this BiLSTM-CRF is not trained yet: call fit() or kner.load() first")
         with threads(self.config.num_threads):
-            return [bio_to_spans(tags) for tags in self._decode(self._encode(texts))]
+            return [bio_to_spans(tags) for tags in self._decode(self._encode(texts), context=self._context(texts))]
 
     # --- training ---------------------------------------------------------------------------
     def _gold(self, ex: Example) -> torch.Tensor:
@@ -344,10 +298,14 @@ class BiLSTMCRFTagger(Tagger):
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
         self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
+        self.context = None
+        if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
+            self.context = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers).to(device).trimmed_to(texts)
+        c_train = self._context(texts)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
         x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))
         y_train = [self._gold(ex) for ex in train]
-        self.net = Network(cfg, self.vocab, self.tags)
+        self.net = Network(cfg, self.vocab, self.tags, self.context.dim if self.context else 0)
         self._reset_extra()
         if cfg.pretrained_init:
             with torch.no_grad():
@@ -357,8 +315,8 @@ class BiLSTMCRFTagger(Tagger):
             with torch.no_grad():
                 self.net.morph.weight[1:] = vectors / vectors.std()
         # Encoded after the table is built, as the table may grow past it.
-        x_held = {role: self._encode(selector.texts(role)) if selector.examples[role] else []
-                  for role in ("valid", "monitor")}
+        x_held = {role: (self._encode(selector.texts(role)), self._context(selector.texts(role)))
+                  if selector.examples[role] else ([], None) for role in ("valid", "monitor")}
         self.net.to(device)
         lengths = [len(t) for t in texts]
         n_batches = -(-len(train) // cfg.batch_size)
@@ -385,7 +343,8 @@ class BiLSTMCRFTagger(Tagger):
                 y = nn.utils.rnn.pad_sequence([y_train[i] for i in batch], batch_first=True).to(device)
                 x = x.to(device)
                 mask = torch.arange(x.size(1), device=device) < blen.to(device)[:, None]
-                loss = self.net.crf.nll(self.net.emissions(x, blen), y, mask).mean()
+                emissions = self.net.emissions(x, blen, context=self._context_batch(c_train, batch))
+                loss = self.net.crf.nll(emissions, y, mask).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
@@ -404,8 +363,9 @@ class BiLSTMCRFTagger(Tagger):
         self.train_seconds = total_seconds(self.history)
         return self
 
-    def _spans(self, encoded, net) -> list[list[Span]]:
-        return [bio_to_spans(t) for t in self._decode(encoded, net)]
+    def _spans(self, held: tuple, net) -> list[list[Span]]:
+        """Spans for ``held``, a pair of encoded texts and their encoder features (or None)."""
+        return [bio_to_spans(t) for t in self._decode(held[0], net, held[1])]
 
     def _choose_recall_bias(self, selector: EpochSelector, x_valid) -> float:
         """The ``RECALL_BIASES`` value with the best held-out F1 (0 without held-out examples)."""
@@ -475,7 +435,7 @@ class BiLSTMCRFTagger(Tagger):
                  "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz,
                  **({"lex": self.vocab.lex} if self.vocab.lex else {})}  # without the lexicon, the file is as before
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        for table in (self.gazetteer, self.lexicon):
+        for table in (self.gazetteer, self.lexicon, self.context):
             if table:
                 table.save(directory)
 
@@ -489,7 +449,9 @@ class BiLSTMCRFTagger(Tagger):
                         tagger.vocab.kiwi_model, kiwi_model_version(), tagger.vocab.kiwi_model)
         tagger.gazetteer = Gazetteer.load(directory) if config.gazetteer_dim else None
         tagger.lexicon = Lexicon.load(directory) if config.lexicon_dim else None
-        tagger.net = Network(config, tagger.vocab, tagger.tags)
+        if config.encoder:
+            tagger.context = ContextEncoder.load(directory, config.encoder_layers).to(tagger.device)
+        tagger.net = Network(config, tagger.vocab, tagger.tags, tagger.context.dim if tagger.context else 0)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)
         return tagger

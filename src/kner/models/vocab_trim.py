@@ -19,11 +19,16 @@ def _spec(tokenizer) -> dict:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
+def trimmable(tokenizer) -> bool:
+    """Whether ``tokenizer`` is a SentencePiece (Unigram) one, the kind :func:`trim` handles."""
+    return _spec(tokenizer)["model"]["type"] == "Unigram"
+
+
 def kept_ids(tokenizer, used: Iterable[int]) -> list[int]:
     """The ids to keep, ascending: those ``used``, every special or added token, and every
     single-character piece, so any text the full vocabulary reads without ``<unk>`` still is."""
     spec = _spec(tokenizer)
-    if spec["model"]["type"] != "Unigram":
+    if not trimmable(tokenizer):
         raise ValueError(f"trim_vocab needs a SentencePiece (Unigram) tokenizer; this one is {spec['model']['type']} "
                          "(WordPiece vocabularies such as klue/bert-base's are small already): set trim_vocab false")
     singles = {i for i, (piece, _) in enumerate(spec["model"]["vocab"]) if len(piece) == 1}

@@ -1,0 +1,106 @@
+"""Frozen contextual features for a character tagger: a pretrained encoder's hidden states, per character.
+
+Each character gets the vectors of the subword covering it at a few of the encoder's layers, zeros
+where no subword covers it (spaces); the tagger mixes the layers with learned weights (ELMo's scalar
+mix, Peters et al., 2018) and reads the mix beside its own inputs, as Flair stacks embeddings. The
+encoder is never trained, so a text's features are computed once, and an encoder tuned for sentence
+embeddings (multilingual-e5) still serves: its middle layers carry the token-level knowledge.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..align import owner_window
+from . import vocab_trim
+from .hf_common import autocast, local_only
+
+ENCODER_DIR = "encoder"  # inside a saved model: the encoder and its tokenizer, so the model needs nothing else
+MAX_LENGTH, STRIDE = 512, 128  # a KLUE sentence fits one window; longer texts overlap by STRIDE subwords
+BATCH_SIZE = 64  # windows per forward pass (sorted by length)
+
+
+def layer_numbers(n_layers: int, wanted: int) -> list[int]:
+    """``wanted`` hidden-state indices spread evenly over an ``n_layers`` encoder, ending at the
+    last (4 of 12 -> 3, 6, 9, 12; index 0 is the embedding output, never taken)."""
+    if not 1 <= wanted <= n_layers:
+        raise ValueError(f"encoder_layers must be between 1 and the encoder's {n_layers} layers, not {wanted}")
+    return [round(n_layers * (k + 1) / wanted) for k in range(wanted)]
+
+
+class ContextEncoder:
+    """A frozen Hugging Face encoder that turns texts into ``(len(text), layers, hidden)`` tensors."""
+
+    def __init__(self, model, tokenizer, layers: int, pretokenize: str = "auto") -> None:
+        from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
+
+        self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
+        self.layers = layer_numbers(model.config.num_hidden_layers, layers)
+        self.dim = model.config.hidden_size
+        length = min(MAX_LENGTH, tokenizer.model_max_length)  # a small encoder may know fewer positions
+        self.windows = WindowEncoder(tokenizer, length, min(STRIDE, length // 4), pretokenize)
+
+    def trimmed_to(self, texts: Sequence[str]) -> "ContextEncoder":
+        """The encoder without the subwords ``texts`` never use, for a SentencePiece vocabulary
+        (kner.models.vocab_trim; its model is cut in place): those texts read exactly as before, others
+        still without ``<unk>``, and e5-small saves in about 110 MB instead of 470. Other tokenizers
+        (WordPiece vocabularies are small) keep theirs: ``self`` comes back."""
+        if not vocab_trim.trimmable(self.tokenizer):
+            return self
+        used = {i for enc in self.windows.encode(texts) for i in enc.ids}
+        device = next(self.model.parameters()).device
+        tokenizer, model = vocab_trim.trim(self.tokenizer, self.model.cpu(), vocab_trim.kept_ids(self.tokenizer, used))
+        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.pretokenize)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, layers: int, pretokenize: str = "auto") -> "ContextEncoder":
+        from transformers import AutoModel, AutoTokenizer
+
+        local = local_only(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+        model = AutoModel.from_pretrained(name_or_path, local_files_only=local)
+        return cls(model, tokenizer, layers, pretokenize)
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory / ENCODER_DIR)
+        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, layers: int, pretokenize: str = "auto") -> "ContextEncoder":
+        return cls.from_pretrained(directory / ENCODER_DIR, layers, pretokenize)
+
+    def to(self, device: torch.device) -> "ContextEncoder":
+        self.model.to(device)
+        return self
+
+    def features(self, texts: Sequence[str], precision: str) -> list[torch.Tensor]:
+        """One float16 CPU tensor ``(len(text), len(self.layers), self.dim)`` per text."""
+        from .bert import length_sorted_batches
+
+        encoded = self.windows.encode(texts)
+        jobs = [(i, w) for i, enc in enumerate(encoded) for w in range(len(enc.wins))]
+        seqs = [self.windows.window_ids(encoded[i], w) for i, w in jobs]
+        hidden: dict[tuple[int, int], torch.Tensor] = {}
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            batches = length_sorted_batches(seqs, BATCH_SIZE, self.windows.pad_id)
+            for idx, batch in tqdm(batches, desc="encoder features", total=-(-len(seqs) // BATCH_SIZE), leave=False,
+                                   disable=len(seqs) <= 4 * BATCH_SIZE):
+                inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+                with autocast(device, precision):
+                    states = self.model(**inputs, output_hidden_states=True).hidden_states
+                stacked = torch.stack([states[k] for k in self.layers], dim=2).to("cpu", torch.float16)
+                for row, j in enumerate(idx):  # (seq, layers, dim) per window, special tokens included
+                    hidden[jobs[j]] = stacked[row, : len(seqs[j])]
+        skip = len(self.windows.prefix)
+        out = []
+        for i, (text, enc) in enumerate(zip(texts, encoded)):
+            feats = torch.zeros(len(text), len(self.layers), self.dim, dtype=torch.float16)
+            for t, w in enumerate(owner_window(enc.wins) if enc.wins else []):
+                a, b = enc.offsets[t]
+                feats[a:b] = hidden[i, w][skip + t - enc.wins[w][0]]
+            out.append(feats)
+        return out

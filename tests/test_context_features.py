@@ -1,0 +1,59 @@
+"""Frozen encoder features per character: layer choice, alignment to characters, batch independence."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from builders.bert import base_model
+from kner.models.context_features import ContextEncoder, layer_numbers
+
+pytestmark = pytest.mark.slow  # builds a tiny encoder
+
+
+def test_layers_are_spread_evenly_and_end_at_the_last():
+    assert layer_numbers(12, 3) == [4, 8, 12]
+    assert layer_numbers(12, 4) == [3, 6, 9, 12]
+    assert layer_numbers(2, 1) == [2]
+    for wanted in (0, 13):
+        with pytest.raises(ValueError, match="encoder_layers must be between 1 and the encoder's 12 layers"):
+            layer_numbers(12, wanted)
+
+
+@pytest.fixture(scope="module")
+def encoder(request):
+    return ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2)
+
+
+def test_each_character_gets_its_subwords_hidden_states_and_a_space_gets_zeros(encoder):
+    text = "이순신 장군은 서울에 갔다"
+    (feats,) = encoder.features([text], "fp32")
+    assert feats.shape == (len(text), 2, encoder.dim) and feats.dtype == torch.float16
+    (enc,) = encoder.windows.encode([text])
+    ids = torch.tensor([encoder.windows.window_ids(enc, 0)])
+    states = encoder.model(input_ids=ids, output_hidden_states=True).hidden_states
+    skip = len(encoder.windows.prefix)
+    for t, (a, b) in enumerate(enc.offsets):
+        expected = torch.stack([states[k][0, skip + t] for k in encoder.layers]).half()
+        assert torch.equal(feats[a:b], expected.expand(b - a, -1, -1))
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    assert not feats[spaces].any() and all(feats[i].any() for i in range(len(text)) if i not in spaces)
+
+
+def test_a_texts_features_do_not_depend_on_its_batch_and_a_long_text_is_covered_by_windows(encoder):
+    short, long = "부산의 이순신", "가나다 서울 " * 60
+    alone = encoder.features([short], "fp32")[0]
+    together = encoder.features([long, short], "fp32")
+    assert torch.allclose(together[1].float(), alone.float(), atol=1e-3)  # padding is masked out
+    assert len(encoder.windows.encode([long])[0].wins) > 1
+    assert all(together[0][i].any() for i, c in enumerate(long) if c != " ")
+
+
+def test_trimming_keeps_the_training_texts_features_and_still_reads_any_text(request):
+    texts = ["이순신 장군은 서울에 갔다", "부산의 이순신"]
+    full = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2)
+    before = full.features(texts + ["漢字 テスト ABC"], "fp32")
+    trimmed = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2).trimmed_to(texts)
+    assert trimmed.model.get_input_embeddings().num_embeddings < full.model.get_input_embeddings().num_embeddings
+    after = trimmed.features(texts + ["漢字 テスト ABC"], "fp32")
+    assert all(torch.equal(a, b) for a, b in zip(after[:2], before[:2]))
+    assert after[2].shape == before[2].shape and after[2].any()

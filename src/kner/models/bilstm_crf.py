@@ -127,8 +127,8 @@ class BiLSTMCRFConfig:
 
 
 class BiLSTMCRFTagger(Tagger):
-    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer, lexicon)
-    -> BiLSTM -> CRF."""
+    """Syllable embeddings (+ bigrams, eojeol position, jamo, Kiwi tags and morphemes, gazetteer, lexicon,
+    a frozen encoder's hidden states) -> BiLSTM -> CRF."""
 
     family = "bilstm-crf"
     Config = BiLSTMCRFConfig

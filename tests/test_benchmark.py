@@ -153,10 +153,12 @@ def test_family_benchmark_limits_apply_only_when_the_caller_gives_none(monkeypat
 def test_model_size_counts_what_load_reads_not_checkpoints_or_exports(tmp_path):
     (tmp_path / "kner.json").write_bytes(b"x" * 10)
     (tmp_path / "model.pt").write_bytes(b"x" * 100)
+    (tmp_path / "encoder").mkdir()  # a Bi-LSTM-CRF's frozen encoder is part of the model
+    (tmp_path / "encoder" / "model.safetensors").write_bytes(b"x" * 1000)
     for sub in ("checkpoints", "onnx"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "big.bin").write_bytes(b"x" * 5000)
-    assert model_bytes(tmp_path) == 110
+    assert model_bytes(tmp_path) == 1110
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")

@@ -284,12 +284,14 @@ def reset_peak_rss() -> bool:
         return False
 
 
+NOT_MODEL = {"checkpoints", "onnx"}  # beside a model: a kner train run's checkpoints, an ONNX export
+
+
 def model_bytes(directory: Path) -> int:
-    """Apparent size of the files ``kner.load`` reads: those at the top of the model folder, where
-    every family saves, and of an ensemble's member folders; other subfolders (a ``kner train``
-    run's checkpoints/, an onnx/ export) are not the model and are left out."""
-    members = [p for p in (directory / "members").glob("*") if p.is_dir()]
-    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) + sum(map(model_bytes, members))
+    """Apparent size of the files ``kner.load`` reads: the model folder's, subfolders included (an
+    ensemble's members, a Bi-LSTM-CRF's encoder), except a run's checkpoints/ and an onnx/ export."""
+    return sum(p.stat().st_size for p in directory.rglob("*")
+               if p.is_file() and not NOT_MODEL & set(p.relative_to(directory).parts[:-1]))
 
 
 def _limit(given: int | None, cls: type[Tagger], split: str) -> tuple[int | None, str]:

@@ -57,3 +57,8 @@ def test_trimming_keeps_the_training_texts_features_and_still_reads_any_text(req
     after = trimmed.features(texts + ["漢字 テスト ABC"], "fp32")
     assert all(torch.equal(a, b) for a, b in zip(after[:2], before[:2]))
     assert after[2].shape == before[2].shape and after[2].any()
+
+
+def test_an_encoder_folder_that_does_not_exist_is_named_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=f"model folder {tmp_path / 'e5'} does not exist; give a Hugging Face"):
+        ContextEncoder.from_pretrained(tmp_path / "e5", layers=3)

@@ -295,12 +295,12 @@ class BiLSTMCRFTagger(Tagger):
             cfg.ema = 0.999 if len(train) >= EMA_MIN_SENTENCES else 0.0
         selector = EpochSelector(self, valid, cfg.patience)
         texts = [ex.text for ex in train]
+        self.context = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
+        if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
+            self.context = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers).to(device).trimmed_to(texts)
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
         self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
-        self.context = None
-        if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
-            self.context = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers).to(device).trimmed_to(texts)
         c_train = self._context(texts)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
         x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))

@@ -62,9 +62,13 @@ def autocast(device: torch.device, precision: str):
 
 def local_only(name_or_path: str | os.PathLike) -> bool:
     """Load from local files only when offline (HF_HUB_OFFLINE) or when the name is a folder,
-    so that nothing ever waits on an unreachable hub."""
+    so that nothing ever waits on an unreachable hub. A name that can only be a path (absolute,
+    ``./``, ``~``, or with more than one ``/``) must be a folder: transformers would call it a bad repo id."""
+    name = str(name_or_path)
+    if (name.startswith(("/", ".", "~")) or name.count("/") > 1) and not Path(name).is_dir():
+        raise ValueError(f"model folder {name} does not exist; give a Hugging Face model folder or a hub id (owner/name)")
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
-    return offline or Path(name_or_path).is_dir()
+    return offline or Path(name).is_dir()
 
 
 @contextmanager

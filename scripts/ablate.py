@@ -65,7 +65,10 @@ def main() -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         if args.save:
             tagger.provenance = {"selection": splits.selection, "recipe": None}  # lets an ensemble check it
-            tagger.save(Path(args.save) / name)
+            scores = dev.to_dict()  # the KLUE macro F1s are not computed here (official=False)
+            tagger.save(Path(args.save) / name, metrics={**{k: scores[k] for k in ("f1", "precision", "recall", "per_type")},
+                                                         "n_train": len(splits.train), "n_valid": len(splits.valid),
+                                                         "n_dev": len(splits.dev)})
 
 
 if __name__ == "__main__":

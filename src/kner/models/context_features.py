@@ -83,8 +83,9 @@ class ContextEncoder:
         encoded = self.windows.encode(texts)
         jobs = [(i, w) for i, enc in enumerate(encoded) for w in range(len(enc.wins))]
         seqs = [self.windows.window_ids(encoded[i], w) for i, w in jobs]
-        hidden: dict[tuple[int, int], torch.Tensor] = {}
-        device = next(self.model.parameters()).device
+        owners = [owner_window(enc.wins) if enc.wins else [] for enc in encoded]
+        out = [torch.zeros(len(text), len(self.layers), self.dim, dtype=torch.float16) for text in texts]
+        skip, device = len(self.windows.prefix), next(self.model.parameters()).device
         with torch.inference_mode():
             batches = length_sorted_batches(seqs, BATCH_SIZE, self.windows.pad_id)
             for idx, batch in tqdm(batches, desc="encoder features", total=-(-len(seqs) // BATCH_SIZE), leave=False,
@@ -93,14 +94,13 @@ class ContextEncoder:
                 with autocast(device, precision):
                     states = self.model(**inputs, output_hidden_states=True).hidden_states
                 stacked = torch.stack([states[k] for k in self.layers], dim=2).to("cpu", torch.float16)
-                for row, j in enumerate(idx):  # (seq, layers, dim) per window, special tokens included
-                    hidden[jobs[j]] = stacked[row, : len(seqs[j])]
-        skip = len(self.windows.prefix)
-        out = []
-        for i, (text, enc) in enumerate(zip(texts, encoded)):
-            feats = torch.zeros(len(text), len(self.layers), self.dim, dtype=torch.float16)
-            for t, w in enumerate(owner_window(enc.wins) if enc.wins else []):
-                a, b = enc.offsets[t]
-                feats[a:b] = hidden[i, w][skip + t - enc.wins[w][0]]
-            out.append(feats)
+                # Each subword's vectors come from the window where it has the most context; written
+                # straight into the texts' tensors, so no batch outlives its loop.
+                for row, j in enumerate(idx):
+                    i, w = jobs[j]
+                    start, end = encoded[i].wins[w]
+                    for t in range(start, end):
+                        if owners[i][t] == w:
+                            a, b = encoded[i].offsets[t]
+                            out[i][a:b] = stacked[row, skip + t - start]
         return out

@@ -62,3 +62,15 @@ def test_trimming_keeps_the_training_texts_features_and_still_reads_any_text(req
 def test_an_encoder_folder_that_does_not_exist_is_named_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=f"model folder {tmp_path / 'e5'} does not exist; give a Hugging Face"):
         ContextEncoder.from_pretrained(tmp_path / "e5", layers=3)
+
+
+def test_a_cut_encoder_reads_its_first_layers_as_the_whole_one_does_and_saves_only_those(request, tmp_path):
+    text = "이순신 장군은 서울에 갔다"
+    full = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2)  # layers 1 and 2
+    cut = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=1, depth=1)
+    assert cut.layers == [1] and cut.model.config.num_hidden_layers == 1
+    assert torch.equal(cut.features([text], "fp32")[0][:, 0], full.features([text], "fp32")[0][:, 0])
+    cut.save(tmp_path)
+    assert ContextEncoder.load(tmp_path, layers=1).model.config.num_hidden_layers == 1
+    with pytest.raises(ValueError, match="encoder_depth must be between 1 and the encoder's 2 layers, not 3"):
+        ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=1, depth=3)

@@ -76,6 +76,9 @@ class BiLSTMCRFConfig:
     (kner.models.context_features; the encoder is saved with the model); None = off."""
     encoder_layers: int = 3
     """How many of the encoder's layers are mixed, spread evenly and ending at the last."""
+    encoder_depth: int | None = None
+    """Run (and save) only the encoder's first ``encoder_depth`` layers, the mixed ones spread over
+    them: a shallower encoder predicts faster; None = all."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -297,7 +300,8 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         self.context = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
         if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
-            self.context = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers).to(device).trimmed_to(texts)
+            encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth)
+            self.context = encoder.to(device).trimmed_to(texts)
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
         self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None

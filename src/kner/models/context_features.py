@@ -56,12 +56,21 @@ class ContextEncoder:
         return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.pretokenize)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, layers: int, pretokenize: str = "auto") -> "ContextEncoder":
-        from transformers import AutoModel, AutoTokenizer
+    def from_pretrained(cls, name_or_path: str | Path, layers: int, depth: int | None = None,
+                        pretokenize: str = "auto") -> "ContextEncoder":
+        """The encoder, cut after its first ``depth`` layers when given (the layers above are never
+        built, so it runs and saves that much smaller; any architecture, through its config)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         local = local_only(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-        model = AutoModel.from_pretrained(name_or_path, local_files_only=local)
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+        if depth is not None:
+            if not 1 <= depth <= config.num_hidden_layers:
+                raise ValueError(f"encoder_depth must be between 1 and the encoder's {config.num_hidden_layers} "
+                                 f"layers, not {depth}")
+            config.num_hidden_layers = depth
+        model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local)
         return cls(model, tokenizer, layers, pretokenize)
 
     def save(self, directory: Path) -> None:
@@ -70,7 +79,7 @@ class ContextEncoder:
 
     @classmethod
     def load(cls, directory: Path, layers: int, pretokenize: str = "auto") -> "ContextEncoder":
-        return cls.from_pretrained(directory / ENCODER_DIR, layers, pretokenize)
+        return cls.from_pretrained(directory / ENCODER_DIR, layers, pretokenize=pretokenize)  # saved already cut
 
     def to(self, device: torch.device) -> "ContextEncoder":
         self.model.to(device)

@@ -338,16 +338,17 @@ def test_encoder_features_train_and_the_encoder_travels_with_the_model(tmp_path,
     assert loaded.predict(ODD_TEXTS + texts) == tagger.predict(ODD_TEXTS + texts)
 
 
-def test_a_model_cut_after_the_encoders_first_layer_saves_and_reads_only_that_layer(tmp_path, request, overfit_examples):
+def test_a_cut_encoder_with_normalized_features_saves_and_reloads_both(tmp_path, request, overfit_examples):
     from builders.bert import base_model
 
     tagger = BiLSTMCRFTagger(**TINY, encoder=str(base_model(request, "sentencepiece")), encoder_layers=1,
-                             encoder_depth=1, max_epochs=1).fit(overfit_examples)
+                             encoder_depth=1, encoder_norm=True, max_epochs=1).fit(overfit_examples)
+    assert tagger.context.normalize
     directory = tagger.save(tmp_path / "model")
     saved = json.loads((directory / "encoder" / "config.json").read_text(encoding="utf-8"))
     assert saved["num_hidden_layers"] == 1 and tagger.context.layers == [1]
-    texts = ODD_TEXTS + [ex.text for ex in overfit_examples]
-    assert kner.load(directory).predict(texts) == tagger.predict(texts)
+    texts, loaded = ODD_TEXTS + [ex.text for ex in overfit_examples], kner.load(directory)
+    assert loaded.context.normalize and loaded.predict(texts) == tagger.predict(texts)
 
 
 def test_a_model_without_the_lexicon_saves_the_vocabulary_it_saved_before(tmp_path, overfit_examples):

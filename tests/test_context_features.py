@@ -74,3 +74,13 @@ def test_a_cut_encoder_reads_its_first_layers_as_the_whole_one_does_and_saves_on
     assert ContextEncoder.load(tmp_path, layers=1).model.config.num_hidden_layers == 1
     with pytest.raises(ValueError, match="encoder_depth must be between 1 and the encoder's 2 layers, not 3"):
         ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=1, depth=3)
+
+
+def test_normalized_features_have_unit_rms_per_vector_and_spaces_stay_zero(request):
+    text = "이순신 장군은 서울에 갔다"
+    encoder = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2, normalize=True)
+    (feats,) = encoder.features([text], "fp32")
+    rms = feats.float().pow(2).mean(-1).sqrt()  # (chars, layers)
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    assert not feats[spaces].any()
+    assert torch.allclose(rms[[i for i in range(len(text)) if i not in spaces]], torch.ones(1), atol=1e-2)

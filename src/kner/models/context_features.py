@@ -34,10 +34,11 @@ def layer_numbers(n_layers: int, wanted: int) -> list[int]:
 class ContextEncoder:
     """A frozen Hugging Face encoder that turns texts into ``(len(text), layers, hidden)`` tensors."""
 
-    def __init__(self, model, tokenizer, layers: int, pretokenize: str = "auto") -> None:
+    def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto") -> None:
         from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
 
         self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
+        self.normalize = normalize  # each vector to unit RMS: a decoder's hidden states grow ~1000-fold by its middle
         self.layers = layer_numbers(model.config.num_hidden_layers, layers)
         self.dim = model.config.hidden_size
         length = min(MAX_LENGTH, tokenizer.model_max_length)  # a small encoder may know fewer positions
@@ -53,11 +54,11 @@ class ContextEncoder:
         used = {i for enc in self.windows.encode(texts) for i in enc.ids}
         device = next(self.model.parameters()).device
         tokenizer, model = vocab_trim.trim(self.tokenizer, self.model.cpu(), vocab_trim.kept_ids(self.tokenizer, used))
-        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.pretokenize)
+        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, layers: int, depth: int | None = None,
-                        pretokenize: str = "auto") -> "ContextEncoder":
+                        normalize: bool = False, pretokenize: str = "auto") -> "ContextEncoder":
         """The encoder, cut after its first ``depth`` layers when given (the layers above are never
         built, so it runs and saves that much smaller; any architecture, through its config)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -71,15 +72,15 @@ class ContextEncoder:
                                  f"layers, not {depth}")
             config.num_hidden_layers = depth
         model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local)
-        return cls(model, tokenizer, layers, pretokenize)
+        return cls(model, tokenizer, layers, normalize, pretokenize)
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(directory / ENCODER_DIR)
         self.tokenizer.save_pretrained(directory / ENCODER_DIR)
 
     @classmethod
-    def load(cls, directory: Path, layers: int, pretokenize: str = "auto") -> "ContextEncoder":
-        return cls.from_pretrained(directory / ENCODER_DIR, layers, pretokenize=pretokenize)  # saved already cut
+    def load(cls, directory: Path, layers: int, normalize: bool = False, pretokenize: str = "auto") -> "ContextEncoder":
+        return cls.from_pretrained(directory / ENCODER_DIR, layers, None, normalize, pretokenize)  # saved already cut
 
     def to(self, device: torch.device) -> "ContextEncoder":
         self.model.to(device)
@@ -102,7 +103,11 @@ class ContextEncoder:
                 inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
                 with autocast(device, precision):
                     states = self.model(**inputs, output_hidden_states=True).hidden_states
-                stacked = torch.stack([states[k] for k in self.layers], dim=2).to("cpu", torch.float16)
+                stacked = torch.stack([states[k] for k in self.layers], dim=2)
+                if self.normalize:  # in fp32, before float16 could overflow
+                    stacked = stacked.float()
+                    stacked = stacked * torch.rsqrt(stacked.pow(2).mean(-1, keepdim=True) + 1e-6)
+                stacked = stacked.to("cpu", torch.float16)
                 # Each subword's vectors come from the window where it has the most context; written
                 # straight into the texts' tensors, so no batch outlives its loop.
                 for row, j in enumerate(idx):

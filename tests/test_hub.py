@@ -102,6 +102,15 @@ def test_card_for_a_bilstm_crf_reading_an_encoder_names_it_as_its_base(tmp_path)
     assert card.data.base_model == "intfloat/multilingual-e5-small" and card.data.library_name == "kner"
     assert "Reads the frozen hidden states of `intfloat/multilingual-e5-small`." in card.text
     assert "Fine-tuned from" not in card.text
+    assert "contain or derive from `intfloat/multilingual-e5-small`, whose own licence terms apply" in card.text
+
+
+def test_a_card_for_a_model_carrying_gemma_passes_on_the_gemma_terms(tmp_path):
+    meta = {"family": "bilstm-crf", "config": {"encoder": "google/gemma-3-270m", "encoder_norm": True}}
+    (tmp_path / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert "[Gemma Terms of Use](https://ai.google.dev/gemma/terms)" in model_card(tmp_path, "me/kner-bilstm-gemma")
+    (tmp_path / "kner.json").write_text(json.dumps({"family": "crf", "config": {}}), encoding="utf-8")
+    assert "whose own licence terms" not in model_card(tmp_path, "me/kner-crf")
 
 
 def test_a_card_without_metrics_says_so_instead_of_inventing_them(tmp_path):

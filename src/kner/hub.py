@@ -98,11 +98,19 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         "## Hyperparameters\n\n```json\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```",
         _history_section(meta),
         "## License\n\nThe weights are derived from KLUE NER, which is licensed CC BY-SA 4.0, "
-        "so they are shared under the same licence.",
+        "so they are shared under the same licence." + _base_licence(base),
         "## Citation\n\n```bibtex\n" + KLUE_CITATION + "\n```",
     ]
     body = "\n\n".join(s for s in sections if s)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n"))
+
+
+def _base_licence(base: str | None) -> str:
+    """The pretrained model inside (or under) the weights keeps its own terms; Gemma's must travel with it."""
+    if not base:
+        return ""
+    gemma = " ([Gemma Terms of Use](https://ai.google.dev/gemma/terms))" if "gemma" in base.lower() else ""
+    return f" They also contain or derive from `{base}`, whose own licence terms apply as well{gemma}."
 
 
 def _results_section(metrics: dict) -> str:

@@ -13,14 +13,17 @@ from kner.gpu_check import BILSTM_WITHOUT_KIWI
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-FAMILIES = ["bilstm-crf", "bert", "sllm", "sllm-lora"]
+FAMILIES = ["bilstm-crf", "bilstm-crf-encoder", "bert", "sllm", "sllm-lora"]
 
 
 def make(family: str, tmp_path, request, **settings):
-    """The tests' tiny model of ``family``; "sllm-lora" trains a LoRA adapter on a half-precision base."""
-    if family == "bilstm-crf":
+    """The tests' tiny model of ``family``; "sllm-lora" trains a LoRA adapter on a half-precision base,
+    "bilstm-crf-encoder" reads a tiny encoder's hidden states (computed on the GPU too)."""
+    if family.startswith("bilstm-crf"):
         from kner.models.bilstm_crf import BiLSTMCRFTagger
 
+        if family == "bilstm-crf-encoder":
+            settings.update(encoder=str(bert.base_model(request, "sentencepiece")), encoder_layers=2)
         return BiLSTMCRFTagger(bilstm_crf.make(tmp_path, request).config, **BILSTM_WITHOUT_KIWI, **settings)
     if family == "sllm-lora":
         settings.update(lora=True, lora_rank=8, lora_alpha=16, lora_dropout=0.0, lr=1e-2)
@@ -36,7 +39,7 @@ def weights_device(tagger) -> torch.device:
 def test_family_learns_exact_spans_on_the_gpu(family, precision, tmp_path, request, overfit_examples):
     tagger = make(family, tmp_path, request, device="cuda", precision=precision).fit(overfit_examples)
     assert weights_device(tagger).type == "cuda"
-    if family != "bilstm-crf":  # the Bi-LSTM-CRF trains in fp32 and uses precision at inference only
+    if not family.startswith("bilstm-crf"):  # the Bi-LSTM-CRF trains in fp32, uses precision at inference only
         assert tagger.precision == ("fp32" if precision == "fp32" else "bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert tagger.predict([ex.text for ex in overfit_examples]) == [sorted(ex.spans) for ex in overfit_examples]
 

@@ -32,13 +32,14 @@ def layer_numbers(n_layers: int, wanted: int) -> list[int]:
 
 
 class ContextEncoder:
-    """A frozen Hugging Face encoder that turns texts into ``(len(text), layers, hidden)`` tensors."""
+    """A frozen Hugging Face model (an encoder, or a decoder LLM with ``normalize``) that turns texts
+    into ``(len(text), layers, hidden)`` tensors."""
 
     def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto") -> None:
         from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
 
         self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
-        self.normalize = normalize  # each vector to unit RMS: a decoder's hidden states grow ~1000-fold by its middle
+        self.normalize = normalize  # each vector to unit RMS: a decoder LLM's hidden states grow through its layers
         self.layers = layer_numbers(model.config.num_hidden_layers, layers)
         self.dim = model.config.hidden_size
         length = min(MAX_LENGTH, tokenizer.model_max_length)  # a small encoder may know fewer positions

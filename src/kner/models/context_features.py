@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..align import owner_window
@@ -106,8 +107,7 @@ class ContextEncoder:
                     states = self.model(**inputs, output_hidden_states=True).hidden_states
                 stacked = torch.stack([states[k] for k in self.layers], dim=2)
                 if self.normalize:  # in fp32, before float16 could overflow
-                    stacked = stacked.float()
-                    stacked = stacked * torch.rsqrt(stacked.pow(2).mean(-1, keepdim=True) + 1e-6)
+                    stacked = F.rms_norm(stacked.float(), (self.dim,), eps=1e-6)
                 stacked = stacked.to("cpu", torch.float16)
                 # Each subword's vectors come from the window where it has the most context; written
                 # straight into the texts' tensors, so no batch outlives its loop.

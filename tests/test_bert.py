@@ -386,5 +386,5 @@ def test_a_trimmed_vocabulary_keeps_the_training_segmentation_learns_and_reloads
 
 
 def test_trimming_the_vocabulary_of_a_wordpiece_model_is_refused_with_the_fix(request, tmp_path):
-    with pytest.raises(ValueError, match="needs a SentencePiece .Unigram. tokenizer; this one is WordPiece.*trim_vocab false"):
+    with pytest.raises(ValueError, match="needs a SentencePiece .Unigram. or BPE tokenizer; this one is WordPiece.*trim_vocab false"):
         builder.make(tmp_path, request, trim_vocab=True).fit(OVERFIT)

@@ -1,6 +1,8 @@
 """Frozen encoder features per character: layer choice, alignment to characters, batch independence."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -48,15 +50,37 @@ def test_a_texts_features_do_not_depend_on_its_batch_and_a_long_text_is_covered_
     assert all(together[0][i].any() for i, c in enumerate(long) if c != " ")
 
 
-def test_trimming_keeps_the_training_texts_features_and_still_reads_any_text(request):
-    texts = ["이순신 장군은 서울에 갔다", "부산의 이순신"]
-    full = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2)
+@pytest.mark.parametrize("kind", ["sentencepiece", "gemma"])
+def test_trimming_keeps_the_training_texts_features_and_still_reads_any_text(request, tmp_path, kind, klue_text_slice):
+    texts = klue_text_slice[:20]
+    full = ContextEncoder.from_pretrained(base_model(request, kind), layers=2)
     before = full.features(texts + ["漢字 テスト ABC"], "fp32")
-    trimmed = ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2).trimmed_to(texts)
+    trimmed = ContextEncoder.from_pretrained(base_model(request, kind), layers=2).trimmed_to(texts)
     assert trimmed.model.get_input_embeddings().num_embeddings < full.model.get_input_embeddings().num_embeddings
+    assert type(trimmed.model.get_input_embeddings()) is type(full.model.get_input_embeddings())  # Gemma's scales
     after = trimmed.features(texts + ["漢字 テスト ABC"], "fp32")
-    assert all(torch.equal(a, b) for a, b in zip(after[:2], before[:2]))
-    assert after[2].shape == before[2].shape and after[2].any()
+    assert all(torch.equal(a, b) for a, b in zip(after[:-1], before[:-1]))
+    assert after[-1].shape == before[-1].shape and after[-1].any()
+    trimmed.save(tmp_path)
+    reloaded = ContextEncoder.load(tmp_path, layers=2).features(texts + ["漢字 テスト ABC"], "fp32")
+    assert all(torch.equal(a, b) for a, b in zip(reloaded, after))
+
+
+def test_a_trimmed_bpe_keeps_the_tokens_its_kept_tokens_are_merged_from(request, klue_text_slice):
+    from transformers import AutoTokenizer
+
+    from kner.models import vocab_trim
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model(request, "gemma"))
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    keep = vocab_trim.kept_ids(tokenizer, {i for ids in tokenizer(klue_text_slice[:20])["input_ids"] for i in ids})
+    pieces = set(tokenizer.convert_ids_to_tokens(keep))
+    assert any(len(a) > 1 or len(b) > 1 for a, b in merges if a + b in pieces)  # some kept token is built so
+    for a, b in merges:
+        if a + b in pieces:
+            assert {a, b} <= pieces
+    assert {f"<0x{b:02X}>" for b in range(256)} <= pieces
+    assert len(keep) < len(tokenizer)
 
 
 def test_an_encoder_folder_that_does_not_exist_is_named_in_one_line(tmp_path):

@@ -1,8 +1,10 @@
 """Tiny random encoders with tokenizers trained offline on KLUE text, saved as local folders that
-``BertTagger(base_model=...)`` loads like any hub model: a BERT with WordPiece, and an XLM-R-style
-model with a SentencePiece (Unigram + Metaspace) tokenizer whose offsets include the ``▁`` space."""
+``BertTagger(base_model=...)`` loads like any hub model: a BERT with WordPiece, an XLM-R-style
+model with a SentencePiece (Unigram + Metaspace) tokenizer whose offsets include the ``▁`` space,
+and a Gemma 3 decoder with gemma-3-270m's kind of tokenizer (byte-fallback BPE, spaces as ``▁``)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kner.models.bert import BertTagger
@@ -53,15 +55,42 @@ def sentencepiece_model(texts: list[str], directory: Path) -> None:
     XLMRobertaModel(config).save_pretrained(directory)
 
 
+def gemma_model(texts: list[str], directory: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.normalizer = normalizers.Replace(" ", "▁")
+    trained.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1500, special_tokens=specials))
+    vocab = trained.get_vocab()
+    # Gemma's layout: the specials, then a token per byte for characters outside the vocabulary.
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)] + sorted(set(vocab) - set(specials), key=vocab.get)
+    merges = [tuple(m) for m in json.loads(trained.to_str())["model"]["merges"]]
+    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.add_special_tokens(specials)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", model_max_length=4096)
+    fast.save_pretrained(directory)
+    config = Gemma3TextConfig(vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+                              sliding_window=16, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    Gemma3ForCausalLM(config).save_pretrained(directory)
+
+
 def base_model(request, kind: str = "wordpiece") -> Path:
-    """The folder of a tiny random encoder of ``kind`` (``wordpiece`` or ``sentencepiece``)."""
+    """The folder of a tiny random model of ``kind`` (``wordpiece``, ``sentencepiece`` or ``gemma``)."""
     if kind not in _BUILT:
         import torch
 
         texts = request.getfixturevalue("klue_text_slice")
         directory = request.getfixturevalue("tmp_path_factory").mktemp(f"tiny-{kind}")
         torch.manual_seed(0)
-        {"wordpiece": wordpiece_model, "sentencepiece": sentencepiece_model}[kind](texts, directory)
+        {"wordpiece": wordpiece_model, "sentencepiece": sentencepiece_model, "gemma": gemma_model}[kind](texts, directory)
         _BUILT[kind] = directory
     return _BUILT[kind]
 

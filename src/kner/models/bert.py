@@ -74,7 +74,7 @@ class BertTaggerConfig:
     trim_vocab: bool = False
     """Keep only the subwords the training text uses, plus special and single-character pieces,
     and drop the other embedding rows: e5-small's 250k rows become about 18k on KLUE, so the
-    embeddings train cheaply and the model saves small (SentencePiece tokenizers only)."""
+    embeddings train cheaply and the model saves small (SentencePiece and BPE tokenizers)."""
     group_by_length: bool = True
     """Batch windows of similar length together (less padding, faster epochs)."""
     precision: str = "auto"

@@ -47,9 +47,9 @@ class ContextEncoder:
         self.windows = WindowEncoder(tokenizer, length, min(STRIDE, length // 4), pretokenize)
 
     def trimmed_to(self, texts: Sequence[str]) -> "ContextEncoder":
-        """The encoder without the subwords ``texts`` never use, for a SentencePiece vocabulary
+        """The encoder without the subwords ``texts`` never use, for a SentencePiece or BPE vocabulary
         (kner.models.vocab_trim; its model is cut in place): those texts read exactly as before, others
-        still without ``<unk>``, and e5-small saves in about 110 MB instead of 470. Other tokenizers
+        still without ``<unk>``, and the saved copy loses most of its embedding table. Other tokenizers
         (WordPiece vocabularies are small) keep theirs: ``self`` comes back."""
         if not vocab_trim.trimmable(self.tokenizer):
             return self

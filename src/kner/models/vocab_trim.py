@@ -1,39 +1,77 @@
-"""Trim a SentencePiece (Unigram) encoder's vocabulary to the subwords the training text uses.
+"""Trim a subword encoder's vocabulary to the subwords the training text uses.
 
-XLM-R-family encoders such as multilingual-e5-small spend most of their weights on a 250k-row
-embedding table, of which KLUE's training text uses about 6k rows. Trimmed, the embeddings are
-cheap to fine-tune and the saved model is a fraction of the size. Written by hand because no
-maintained library trims a fast tokenizer and a transformers model together: the Unigram pieces
-keep their scores, so every kept segmentation is still the best one and the training text
-tokenizes exactly as before, only with new ids.
+XLM-R-family encoders such as multilingual-e5-small, and LLMs such as gemma-3-270m, spend much of
+their weights on a 250k-row embedding table, of which KLUE's training text uses a few thousand
+rows. Trimmed, the embeddings are cheap to fine-tune and the saved model is a fraction of the size.
+Written by hand because no maintained library trims a fast tokenizer and a transformers model
+together. The training text tokenizes exactly as before, only with new ids:
+- a SentencePiece (Unigram) vocabulary keeps its pieces' scores, so every kept segmentation is
+  still the best one;
+- a BPE vocabulary keeps every token its kept tokens are merged from, and every merge among kept
+  tokens, so the merges that built the training text still apply in the same order.
 """
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+_BYTE = re.compile(r"<0x[0-9A-F]{2}>")  # a byte-fallback BPE's byte tokens
 
 
 def _spec(tokenizer) -> dict:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
+def _kind(spec: dict) -> str:
+    model = spec["model"]
+    if model["type"] == "BPE" and (model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")):
+        return "BPE with affixes"  # a merge's result is not the concatenation of its parts
+    return model["type"]
+
+
 def trimmable(tokenizer) -> bool:
-    """Whether ``tokenizer`` is a SentencePiece (Unigram) one, the kind :func:`trim` handles."""
-    return _spec(tokenizer)["model"]["type"] == "Unigram"
+    """Whether ``tokenizer`` is a SentencePiece (Unigram) or plain BPE one, the kinds :func:`trim` handles."""
+    return _kind(_spec(tokenizer)) in ("Unigram", "BPE")
+
+
+def _merges(model: dict) -> list[tuple[str, str]]:
+    """A BPE's merges as pairs, from either of tokenizers' formats ("a b" or ["a", "b"])."""
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
+
+
+def _bpe_closure(model: dict, kept: set[str]) -> set[str]:
+    """``kept`` and every token a kept token is merged from, recursively (by any of its merges)."""
+    parts: dict[str, list[str]] = {}
+    for a, b in _merges(model):
+        parts.setdefault(a + b, []).extend((a, b))
+    todo = list(kept)
+    while todo:
+        for part in parts.get(todo.pop(), ()):
+            if part not in kept:
+                kept.add(part)
+                todo.append(part)
+    return kept
 
 
 def kept_ids(tokenizer, used: Iterable[int]) -> list[int]:
-    """The ids to keep, ascending: those ``used``, every special or added token, and every
-    single-character piece, so any text the full vocabulary reads without ``<unk>`` still is."""
+    """The ids to keep, ascending: those ``used``, every special or added token, every
+    single-character piece and byte token, so any text the full vocabulary reads without ``<unk>``
+    still is, and for a BPE the tokens the kept ones are merged from."""
     spec = _spec(tokenizer)
-    if not trimmable(tokenizer):
-        raise ValueError(f"trim_vocab needs a SentencePiece (Unigram) tokenizer; this one is {spec['model']['type']} "
+    kind, model = _kind(spec), spec["model"]
+    if kind not in ("Unigram", "BPE"):
+        raise ValueError(f"trim_vocab needs a SentencePiece (Unigram) or BPE tokenizer; this one is {kind} "
                          "(WordPiece vocabularies such as klue/bert-base's are small already): set trim_vocab false")
-    singles = {i for i, (piece, _) in enumerate(spec["model"]["vocab"]) if len(piece) == 1}
-    specials = {t["id"] for t in spec["added_tokens"]}
-    return sorted(singles | specials | set(used))
+    pieces = dict(enumerate(p for p, _ in model["vocab"])) if kind == "Unigram" else {i: t for t, i in model["vocab"].items()}
+    keep = {i for i, piece in pieces.items() if len(piece) == 1 or _BYTE.fullmatch(piece)}
+    keep |= {t["id"] for t in spec["added_tokens"]} | set(used)
+    if kind == "BPE":
+        closed = _bpe_closure(model, {pieces[i] for i in keep if i in pieces})
+        keep |= {model["vocab"][t] for t in closed}
+    return sorted(keep)
 
 
 def id_map(keep: list[int]) -> dict[int, int]:
@@ -50,6 +88,17 @@ def _remap_post_processor(node, new_id: dict[int, int]) -> None:
             _remap_post_processor(child, new_id)
 
 
+def _trim_model_spec(model: dict, keep: list[int], new_id: dict[int, int]) -> None:
+    if model["type"] == "Unigram":
+        model["vocab"] = [model["vocab"][i] for i in keep]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = new_id[model["unk_id"]]
+        return
+    model["vocab"] = {t: new_id[i] for t, i in model["vocab"].items() if i in new_id}
+    kept = model["vocab"]
+    model["merges"] = [list(m) for m in _merges(model) if m[0] in kept and m[1] in kept and m[0] + m[1] in kept]
+
+
 def trim(tokenizer, model, keep: list[int]):
     """A trimmed copy of ``tokenizer`` and ``model`` (changed in place) whose id ``k`` is the old
     ``keep[k]``: the tokenizer loses the other pieces, the word embeddings the other rows, and the
@@ -59,9 +108,7 @@ def trim(tokenizer, model, keep: list[int]):
 
     new_id = id_map(keep)
     spec = _spec(tokenizer)
-    spec["model"]["vocab"] = [spec["model"]["vocab"][i] for i in keep]
-    if spec["model"].get("unk_id") is not None:
-        spec["model"]["unk_id"] = new_id[spec["model"]["unk_id"]]
+    _trim_model_spec(spec["model"], keep, new_id)
     for token in spec["added_tokens"]:
         token["id"] = new_id[token["id"]]
     _remap_post_processor(spec.get("post_processor"), new_id)
@@ -72,11 +119,13 @@ def trim(tokenizer, model, keep: list[int]):
             stale.unlink()
         trimmed = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
 
-    old = model.get_input_embeddings()
-    rows = torch.nn.Embedding(len(keep), old.embedding_dim, padding_idx=new_id.get(old.padding_idx))
+    # The rows are cut inside the existing module, which keeps its class: Gemma's scales its output.
+    rows = model.get_input_embeddings()
     with torch.no_grad():
-        rows.weight.copy_(old.weight[torch.tensor(keep)])
-    model.set_input_embeddings(rows)
+        rows.weight = torch.nn.Parameter(rows.weight[torch.tensor(keep)].clone())
+    rows.num_embeddings = len(keep)
+    if rows.padding_idx is not None:
+        rows.padding_idx = new_id.get(rows.padding_idx)
     model.config.vocab_size = len(keep)
     for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
         if getattr(model.config, name, None) is not None:

@@ -351,6 +351,20 @@ def test_a_cut_encoder_with_normalized_features_saves_and_reloads_both(tmp_path,
     assert loaded.context.normalize and loaded.predict(texts) == tagger.predict(texts)
 
 
+def test_a_gemma_encoder_read_twice_is_trimmed_saved_and_reloaded_with_its_settings(tmp_path, request, overfit_examples):
+    from builders.bert import base_model
+
+    source = base_model(request, "gemma")
+    tagger = BiLSTMCRFTagger(**TINY, encoder=str(source), encoder_layers=2, encoder_norm=True, encoder_echo=True,
+                             max_epochs=1).fit(overfit_examples)
+    assert tagger.context.echo and tagger.context.normalize
+    directory = tagger.save(tmp_path / "model")
+    saved = json.loads((directory / "encoder" / "config.json").read_text(encoding="utf-8"))
+    assert saved["vocab_size"] < json.loads((source / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    texts, loaded = ODD_TEXTS + [ex.text for ex in overfit_examples], kner.load(directory)
+    assert loaded.context.echo and loaded.predict(texts) == tagger.predict(texts)
+
+
 def test_a_model_without_the_lexicon_saves_the_vocabulary_it_saved_before(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
     saved = json.loads((tagger.save(tmp_path / "model") / "vocab.json").read_text(encoding="utf-8"))

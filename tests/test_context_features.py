@@ -108,3 +108,33 @@ def test_normalized_features_have_unit_rms_per_vector_and_spaces_stay_zero(reque
     spaces = [i for i, c in enumerate(text) if c == " "]
     assert not feats[spaces].any()
     assert torch.allclose(rms[[i for i in range(len(text)) if i not in spaces]], torch.ones(1), atol=1e-2)
+
+
+def test_a_decoders_vectors_see_only_the_text_before_them_unless_it_reads_the_text_twice(request):
+    a, b = "이순신 장군은 서울에 갔다", "이순신 장군은 부산에 왔다"
+    shared = len("이순신 장군은 ")
+    once = ContextEncoder.from_pretrained(base_model(request, "gemma"), layers=2)
+    fa, fb = once.features([a, b], "fp32")
+    assert torch.equal(fa[:shared], fb[:shared])
+    twice = ContextEncoder.from_pretrained(base_model(request, "gemma"), layers=2, echo=True)
+    ea, eb = twice.features([a, b], "fp32")
+    assert not torch.equal(ea[:shared], eb[:shared])
+    (enc,) = twice.windows.encode([a])  # each subword's states come from the second reading
+    ids = twice.windows.prefix + enc.ids + enc.ids
+    states = twice.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    second = len(twice.windows.prefix) + len(enc.ids)
+    last = {start: t for t, (start, _) in enumerate(enc.offsets)}  # a character's byte tokens: the last one's
+    for start, t in last.items():
+        expected = torch.stack([states[k][0, second + t] for k in twice.layers]).half()
+        assert torch.allclose(ea[start].float(), expected.float(), atol=1e-3)
+
+
+def test_a_text_read_twice_still_fits_the_window_and_is_covered_whole(request):
+    long = "가나다 서울 " * 300
+    twice = ContextEncoder.from_pretrained(base_model(request, "gemma"), layers=1, echo=True)
+    once = ContextEncoder.from_pretrained(base_model(request, "gemma"), layers=1)
+    assert 2 * twice.windows.size + len(twice.windows.prefix) <= once.windows.size + len(once.windows.prefix)
+    (enc,) = twice.windows.encode([long])
+    assert len(enc.wins) > 1 and all(len(twice._sequence(enc, w)) <= 512 for w in range(len(enc.wins)))
+    (feats,) = twice.features([long], "fp32")
+    assert all(feats[i].any() for i, c in enumerate(long) if c != " ")

@@ -82,6 +82,10 @@ class BiLSTMCRFConfig:
     encoder_norm: bool = False
     """Scale each of the encoder's vectors to unit RMS before the mix: for encoders whose hidden states
     grow through the layers (decoder LLMs such as Gemma), whose raw size would swamp the other inputs."""
+    encoder_echo: bool = False
+    """Let the encoder read each text twice and take the second reading's states, so that a decoder
+    LLM's vectors (which otherwise see only the text before them) have seen the whole sentence
+    (echo embeddings, Springer et al., 2024); twice the encoder's work."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -303,7 +307,8 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         self.context = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
         if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
-            encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth, cfg.encoder_norm)
+            encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth, cfg.encoder_norm,
+                                                     echo=cfg.encoder_echo)
             self.context = encoder.to(device).trimmed_to(texts)
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
@@ -457,7 +462,8 @@ class BiLSTMCRFTagger(Tagger):
         tagger.gazetteer = Gazetteer.load(directory) if config.gazetteer_dim else None
         tagger.lexicon = Lexicon.load(directory) if config.lexicon_dim else None
         if config.encoder:
-            tagger.context = ContextEncoder.load(directory, config.encoder_layers, config.encoder_norm).to(tagger.device)
+            tagger.context = ContextEncoder.load(directory, config.encoder_layers, config.encoder_norm,
+                                                 echo=config.encoder_echo).to(tagger.device)
         tagger.net = Network(config, tagger.vocab, tagger.tags, tagger.context.dim if tagger.context else 0)
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)

@@ -4,7 +4,9 @@ Each character gets the vectors of the subword covering it at a few of the encod
 where no subword covers it (spaces); the tagger mixes the layers with learned weights (ELMo's scalar
 mix, Peters et al., 2018) and reads the mix beside its own inputs, as Flair stacks embeddings. The
 encoder is never trained, so a text's features are computed once, and an encoder tuned for sentence
-embeddings (multilingual-e5) still serves: its middle layers carry the token-level knowledge.
+embeddings (multilingual-e5) still serves: its middle layers carry the token-level knowledge. A
+decoder LLM reads left to right; with ``echo`` it reads each window twice and gives the second
+reading's states, which have seen the whole window (echo embeddings, Springer et al., 2024).
 """
 from __future__ import annotations
 
@@ -36,14 +38,17 @@ class ContextEncoder:
     """A frozen Hugging Face model (an encoder, or a decoder LLM with ``normalize``) that turns texts
     into ``(len(text), layers, hidden)`` tensors."""
 
-    def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto") -> None:
+    def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto",
+                 echo: bool = False) -> None:
         from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
 
         self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
         self.normalize = normalize  # each vector to unit RMS: a decoder LLM's hidden states grow through its layers
+        self.echo = echo
         self.layers = layer_numbers(model.config.num_hidden_layers, layers)
         self.dim = model.config.hidden_size
         length = min(MAX_LENGTH, tokenizer.model_max_length)  # a small encoder may know fewer positions
+        length //= 2 if echo else 1  # a window read twice must still fit
         self.windows = WindowEncoder(tokenizer, length, min(STRIDE, length // 4), pretokenize)
 
     def trimmed_to(self, texts: Sequence[str]) -> "ContextEncoder":
@@ -56,11 +61,11 @@ class ContextEncoder:
         used = {i for enc in self.windows.encode(texts) for i in enc.ids}
         device = next(self.model.parameters()).device
         tokenizer, model = vocab_trim.trim(self.tokenizer, self.model.cpu(), vocab_trim.kept_ids(self.tokenizer, used))
-        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize)
+        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize, self.echo)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, layers: int, depth: int | None = None,
-                        normalize: bool = False, pretokenize: str = "auto") -> "ContextEncoder":
+                        normalize: bool = False, pretokenize: str = "auto", echo: bool = False) -> "ContextEncoder":
         """The encoder, cut after its first ``depth`` layers when given (the layers above are never
         built, so it runs and saves that much smaller; any architecture, through its config)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -74,15 +79,16 @@ class ContextEncoder:
                                  f"layers, not {depth}")
             config.num_hidden_layers = depth
         model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local)
-        return cls(model, tokenizer, layers, normalize, pretokenize)
+        return cls(model, tokenizer, layers, normalize, pretokenize, echo)
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(directory / ENCODER_DIR)
         self.tokenizer.save_pretrained(directory / ENCODER_DIR)
 
     @classmethod
-    def load(cls, directory: Path, layers: int, normalize: bool = False, pretokenize: str = "auto") -> "ContextEncoder":
-        return cls.from_pretrained(directory / ENCODER_DIR, layers, None, normalize, pretokenize)  # saved already cut
+    def load(cls, directory: Path, layers: int, normalize: bool = False, pretokenize: str = "auto",
+             echo: bool = False) -> "ContextEncoder":
+        return cls.from_pretrained(directory / ENCODER_DIR, layers, None, normalize, pretokenize, echo)  # saved already cut
 
     def to(self, device: torch.device) -> "ContextEncoder":
         self.model.to(device)
@@ -94,7 +100,7 @@ class ContextEncoder:
 
         encoded = self.windows.encode(texts)
         jobs = [(i, w) for i, enc in enumerate(encoded) for w in range(len(enc.wins))]
-        seqs = [self.windows.window_ids(encoded[i], w) for i, w in jobs]
+        seqs = [self._sequence(encoded[i], w) for i, w in jobs]
         owners = [owner_window(enc.wins) if enc.wins else [] for enc in encoded]
         out = [torch.zeros(len(text), len(self.layers), self.dim, dtype=torch.float16) for text in texts]
         skip, device = len(self.windows.prefix), next(self.model.parameters()).device
@@ -114,8 +120,17 @@ class ContextEncoder:
                 for row, j in enumerate(idx):
                     i, w = jobs[j]
                     start, end = encoded[i].wins[w]
+                    first = skip + (end - start if self.echo else 0)  # where the window's (last) reading begins
                     for t in range(start, end):
                         if owners[i][t] == w:
                             a, b = encoded[i].offsets[t]
-                            out[i][a:b] = stacked[row, skip + t - start]
+                            out[i][a:b] = stacked[row, first + t - start]
         return out
+
+    def _sequence(self, enc, w: int) -> list[int]:
+        """Window ``w``'s ids with the special tokens around it; with ``echo``, its subwords twice."""
+        ids = self.windows.window_ids(enc, w)
+        if not self.echo:
+            return ids
+        start, end = enc.wins[w]
+        return ids[: len(self.windows.prefix)] + enc.ids[start:end] + ids[len(self.windows.prefix) :]

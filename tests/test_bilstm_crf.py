@@ -351,6 +351,27 @@ def test_a_cut_encoder_with_normalized_features_saves_and_reloads_both(tmp_path,
     assert loaded.context.normalize and loaded.predict(texts) == tagger.predict(texts)
 
 
+def test_the_networks_initial_weights_do_not_depend_on_random_numbers_the_encoder_draws(request, monkeypatch,
+                                                                                        overfit_examples):
+    from builders.bert import base_model
+
+    from kner.models.context_features import ContextEncoder
+
+    def fit():
+        tagger = BiLSTMCRFTagger(**TINY, encoder=str(base_model(request, "sentencepiece")), encoder_layers=1, max_epochs=1)
+        return tagger.fit(overfit_examples).net.state_dict()
+
+    plain = fit()
+    load = ContextEncoder.from_pretrained.__func__
+
+    def drawing(cls, *args, **kwargs):  # as a checkpoint without its pooler initialises one
+        torch.rand(1000)
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ContextEncoder, "from_pretrained", classmethod(drawing))
+    assert all(torch.equal(a, b) for a, b in zip(plain.values(), fit().values()))
+
+
 def test_a_gemma_encoder_read_twice_is_trimmed_saved_and_reloaded_with_its_settings(tmp_path, request, overfit_examples):
     from builders.bert import base_model
 

@@ -307,8 +307,11 @@ class BiLSTMCRFTagger(Tagger):
         texts = [ex.text for ex in train]
         self.context = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
         if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
-            encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth, cfg.encoder_norm,
-                                                     echo=cfg.encoder_echo)
+            # Loading may initialise weights the checkpoint lacks (e5's pooler) from the global random
+            # stream; forked, so that the network starts from the same weights whatever the encoder.
+            with torch.random.fork_rng(devices=[]):
+                encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth,
+                                                         cfg.encoder_norm, echo=cfg.encoder_echo)
             self.context = encoder.to(device).trimmed_to(texts)
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None

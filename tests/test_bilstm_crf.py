@@ -386,6 +386,31 @@ def test_a_gemma_encoder_read_twice_is_trimmed_saved_and_reloaded_with_its_setti
     assert loaded.context.echo and loaded.predict(texts) == tagger.predict(texts)
 
 
+def test_two_encoders_each_get_a_learned_mix_and_both_travel_with_the_model(tmp_path, request, overfit_examples):
+    from builders.bert import base_model
+
+    tagger = BiLSTMCRFTagger(**{**TINY, "dropout": 0.0}, encoder=str(base_model(request, "gemma")),
+                             encoder2=str(base_model(request, "sentencepiece")), encoder_layers=2, encoder_norm=True,
+                             max_epochs=40, patience=40)
+    tagger.fit(overfit_examples, valid=overfit_examples)
+    texts = [ex.text for ex in overfit_examples]
+    assert tagger.predict(texts) == [sorted(ex.spans) for ex in overfit_examples]
+    assert tagger.net.context_dims == [tagger.context.dim, tagger.context2.dim]
+    assert all(mix.shape == (2,) and mix.grad is not None for mix in (tagger.net.context_mix, tagger.net.context2_mix))
+    directory = tagger.save(tmp_path / "model")
+    assert (directory / "encoder" / "config.json").is_file() and (directory / "encoder2" / "config.json").is_file()
+    meta = json.loads((directory / "kner.json").read_text(encoding="utf-8"))
+    meta["config"]["encoder"] = meta["config"]["encoder2"] = str(tmp_path / "gone")  # the copies are read
+    (directory / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    loaded = kner.load(directory)
+    assert loaded.context2.normalize and loaded.predict(ODD_TEXTS + texts) == tagger.predict(ODD_TEXTS + texts)
+
+
+def test_a_second_encoder_without_a_first_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="set encoder too"):
+        BiLSTMCRFTagger(encoder2="some/encoder")
+
+
 def test_a_model_without_the_lexicon_saves_the_vocabulary_it_saved_before(tmp_path, overfit_examples):
     tagger = BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples)
     saved = json.loads((tagger.save(tmp_path / "model") / "vocab.json").read_text(encoding="utf-8"))

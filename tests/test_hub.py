@@ -113,6 +113,16 @@ def test_a_card_for_a_model_carrying_gemma_passes_on_the_gemma_terms(tmp_path):
     assert "whose own licence terms" not in model_card(tmp_path, "me/kner-crf")
 
 
+def test_a_card_for_a_bilstm_crf_reading_two_encoders_names_both_and_passes_on_gemma_terms_from_either(tmp_path):
+    meta = {"family": "bilstm-crf", "config": {"encoder": "intfloat/multilingual-e5-small",
+                                               "encoder2": "google/gemma-3-270m"}}
+    (tmp_path / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
+    card = ModelCard(model_card(tmp_path, "me/kner-bilstm-two"))
+    assert "hidden states of `intfloat/multilingual-e5-small` and `google/gemma-3-270m`." in card.text
+    assert "[Gemma Terms of Use](https://ai.google.dev/gemma/terms)" in card.text
+    assert "derive from `intfloat/multilingual-e5-small`, whose own licence terms" in card.text
+
+
 def test_a_card_without_metrics_says_so_instead_of_inventing_them(tmp_path):
     (tmp_path / "kner.json").write_text(json.dumps({"family": "crf", "config": {}}), encoding="utf-8")
     card = ModelCard(model_card(tmp_path, "me/untested"))

@@ -37,11 +37,11 @@ class PushPlan:
     url: str | None = None
 
 
-def _base_model(config: dict) -> str | None:
+def _base_models(config: dict) -> list[str]:
     """The pretrained checkpoint a fine-tuned family (bert, sllm) started from, or the frozen
-    encoder a Bi-LSTM-CRF reads."""
-    value = config.get("base_model") or config.get("encoder")
-    return value if isinstance(value, str) and value else None
+    encoders a Bi-LSTM-CRF reads."""
+    values = [config.get("base_model") or config.get("encoder"), config.get("encoder2")]
+    return [v for v in values if isinstance(v, str) and v]
 
 
 def _is_hub_id(name: str) -> bool:
@@ -66,7 +66,8 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
     meta = read_meta(run_dir)
     family, config, metrics = meta["family"], meta.get("config", {}), meta.get("metrics", {})
     labels = meta.get("labels", list(LABELS))
-    base = _base_model(config)
+    bases = _base_models(config)
+    base = bases[0] if bases else None
     hf_ready = _has_transformers_files(run_dir)
     eval_results = [
         EvalResult(task_type="token-classification", task_name="Named-entity recognition",
@@ -90,7 +91,8 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         f"kner on KLUE NER. It tags six entity types as character spans: "
         + ", ".join(f"`{t}` {TYPE_NAMES.get(t, t)}" for t in labels) + "."
         + (f" Fine-tuned from `{base}`." if base and "base_model" in config else "")
-        + (f" Reads the frozen hidden states of `{base}`." if base and "encoder" in config else ""),
+        + (f" Reads the frozen hidden states of {' and '.join(f'`{b}`' for b in bases)}." if base and "encoder" in config
+           else ""),
         _results_section(metrics),
         _speed_section(meta),
         _data_section(metrics, meta.get("provenance") or {}),
@@ -98,17 +100,15 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         "## Hyperparameters\n\n```json\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```",
         _history_section(meta),
         "## License\n\nThe weights are derived from KLUE NER, which is licensed CC BY-SA 4.0, "
-        "so they are shared under the same licence." + _base_licence(base),
+        "so they are shared under the same licence." + "".join(_base_licence(b) for b in bases),
         "## Citation\n\n```bibtex\n" + KLUE_CITATION + "\n```",
     ]
     body = "\n\n".join(s for s in sections if s)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n"))
 
 
-def _base_licence(base: str | None) -> str:
+def _base_licence(base: str) -> str:
     """The pretrained model inside (or under) the weights keeps its own terms; Gemma's must travel with it."""
-    if not base:
-        return ""
     gemma = " ([Gemma Terms of Use](https://ai.google.dev/gemma/terms))" if "gemma" in base.lower() else ""
     return f" They also contain or derive from `{base}`, whose own licence terms apply as well{gemma}."
 

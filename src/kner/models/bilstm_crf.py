@@ -29,7 +29,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .bilstm_inputs import Vocab, ppmi_vectors
 from .bilstm_network import Network
-from .context_features import ContextEncoder
+from .context_features import ENCODER2_DIR, ContextEncoder
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
 from .selection import EpochSelector, total_seconds
 
@@ -86,6 +86,10 @@ class BiLSTMCRFConfig:
     """Let the encoder read each text twice and take the second reading's states, so that a decoder
     LLM's vectors (which otherwise see only the text before them) have seen the whole sentence
     (echo embeddings, Springer et al., 2024); twice the encoder's work."""
+    encoder2: str | None = None
+    """A second encoder read beside ``encoder``, with its own layer mix (its ``encoder_layers`` layers,
+    ``encoder_norm`` as the first; whole, read once): e.g. an encoder that reads both directions beside
+    a decoder LLM; saved with the model too; None = off."""
     pretrained_init: bool = True
     """Initialise syllable embeddings with PPMI-SVD vectors computed on the training text."""
     hidden: int = 200
@@ -153,6 +157,8 @@ class BiLSTMCRFTagger(Tagger):
         if self.config.recall_bias is not None and not math.isfinite(self.config.recall_bias):
             raise ValueError(f"recall_bias must be a finite number (0 = off) or None (chosen on validation), "
                              f"not {self.config.recall_bias}")
+        if self.config.encoder2 and not self.config.encoder:
+            raise ValueError("encoder2 is read beside encoder: set encoder too (or give this one as encoder)")
         self.tags = bio_labels(self.labels)
         check_precision(self.config.precision)  # a wrong name fails here; the device is known at predict
         self.vocab: Vocab | None = None
@@ -160,6 +166,7 @@ class BiLSTMCRFTagger(Tagger):
         self.gazetteer: Gazetteer | None = None  # set by fit (from Kiwi's dictionaries) or load
         self.lexicon: Lexicon | None = None  # likewise, from Kiwi's morpheme list
         self.context: ContextEncoder | None = None  # the frozen encoder, when config.encoder names one
+        self.context2: ContextEncoder | None = None  # and the second, when config.encoder2 does
         self._reset_extra()
 
     @property
@@ -181,11 +188,22 @@ class BiLSTMCRFTagger(Tagger):
     def _lex_tags(self, texts: Sequence[str]) -> list[list[str]] | None:
         return [self.lexicon.tags(t) for t in texts] if self.config.lexicon_dim else None
 
+    def _encoders(self) -> list[ContextEncoder]:
+        return [e for e in (self.context, self.context2) if e is not None]
+
     def _context(self, texts: Sequence[str]) -> list[torch.Tensor] | None:
-        """The frozen encoder's features, one ``(len(text), encoder_layers, dim)`` tensor per text."""
-        if self.context is None:
+        """The frozen encoders' features, one ``(len(text), encoder_layers, dim)`` tensor per text (the
+        encoders' dims side by side)."""
+        encoders = self._encoders()
+        if not encoders:
             return None
-        return self.context.features(texts, pick_precision(self.config.precision, self.device, cpu_bf16=True))
+        precision = pick_precision(self.config.precision, self.device, cpu_bf16=True)
+        first, *rest = [e.features(texts, precision) for e in encoders]
+        for i in range(len(texts) if rest else 0):  # in place, text by text: no second copy of all features
+            first[i] = torch.cat([first[i], *(r[i] for r in rest)], dim=-1)
+            for r in rest:
+                r[i] = None
+        return first
 
     def _context_batch(self, context: list[torch.Tensor] | None, idx: Sequence[int]) -> torch.Tensor | None:
         if context is None:
@@ -305,14 +323,17 @@ class BiLSTMCRFTagger(Tagger):
             cfg.ema = 0.999 if len(train) >= EMA_MIN_SENTENCES else 0.0
         selector = EpochSelector(self, valid, cfg.patience)
         texts = [ex.text for ex in train]
-        self.context = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
-        if cfg.encoder:  # only the subwords of the training text are kept, so the saved model stays small
-            # Loading may initialise weights the checkpoint lacks (e5's pooler) from the global random
-            # stream; forked, so that the network starts from the same weights whatever the encoder.
-            with torch.random.fork_rng(devices=[]):
-                encoder = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth,
-                                                         cfg.encoder_norm, echo=cfg.encoder_echo)
-            self.context = encoder.to(device).trimmed_to(texts)
+        self.context = self.context2 = None  # loaded first: a wrong name fails before minutes of Kiwi analysis
+        # Loading may initialise weights the checkpoint lacks (e5's pooler) from the global random
+        # stream; forked, so that the network starts from the same weights whatever the encoder.
+        with torch.random.fork_rng(devices=[]):
+            if cfg.encoder:
+                self.context = ContextEncoder.from_pretrained(cfg.encoder, cfg.encoder_layers, cfg.encoder_depth,
+                                                              cfg.encoder_norm, echo=cfg.encoder_echo)
+            if cfg.encoder2:
+                self.context2 = ContextEncoder.from_pretrained(cfg.encoder2, cfg.encoder_layers, None, cfg.encoder_norm)
+        # Only the subwords of the training text are kept, so the saved model stays small.
+        self.context, self.context2 = (e.to(device).trimmed_to(texts) if e else None for e in (self.context, self.context2))
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
         self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
@@ -320,7 +341,7 @@ class BiLSTMCRFTagger(Tagger):
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
         x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))
         y_train = [self._gold(ex) for ex in train]
-        self.net = Network(cfg, self.vocab, self.tags, self.context.dim if self.context else 0)
+        self.net = Network(cfg, self.vocab, self.tags, [e.dim for e in self._encoders()])
         self._reset_extra()
         if cfg.pretrained_init:
             with torch.no_grad():
@@ -453,6 +474,8 @@ class BiLSTMCRFTagger(Tagger):
         for table in (self.gazetteer, self.lexicon, self.context):
             if table:
                 table.save(directory)
+        if self.context2:
+            self.context2.save(directory, ENCODER2_DIR)
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":
@@ -467,7 +490,10 @@ class BiLSTMCRFTagger(Tagger):
         if config.encoder:
             tagger.context = ContextEncoder.load(directory, config.encoder_layers, config.encoder_norm,
                                                  echo=config.encoder_echo).to(tagger.device)
-        tagger.net = Network(config, tagger.vocab, tagger.tags, tagger.context.dim if tagger.context else 0)
+        if config.encoder2:
+            tagger.context2 = ContextEncoder.load(directory, config.encoder_layers, config.encoder_norm,
+                                                  name=ENCODER2_DIR).to(tagger.device)
+        tagger.net = Network(config, tagger.vocab, tagger.tags, [e.dim for e in tagger._encoders()])
         tagger.net.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
         tagger.net.to(tagger.device)
         return tagger

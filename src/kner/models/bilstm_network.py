@@ -4,6 +4,7 @@ Apart from the tagger (kner.models.bilstm_crf), which encodes texts, trains and 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class Network(nn.Module):
-    def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str], context_dim: int = 0) -> None:
+    def __init__(self, cfg: BiLSTMCRFConfig, vocab: Vocab, tags: list[str], context_dims: Sequence[int] = ()) -> None:
         super().__init__()
         n_chars, n_bigrams, n_pos, n_morph, n_gaz, n_lex = vocab.sizes()
         self.char = nn.Embedding(n_chars, cfg.char_dim, padding_idx=0)
@@ -32,11 +33,14 @@ class Network(nn.Module):
             self.morph.weight.requires_grad_(False)  # pretrained elsewhere; fit() fills them in
         self.gaz = nn.Embedding(n_gaz, cfg.gazetteer_dim, padding_idx=0) if cfg.gazetteer_dim else None
         self.lex = nn.Embedding(n_lex, cfg.lexicon_dim, padding_idx=0) if cfg.lexicon_dim else None
-        # ELMo's scalar mix of the encoder's layers: softmax weights and one scale, both learned.
-        self.context_mix = nn.Parameter(torch.zeros(cfg.encoder_layers)) if context_dim else None
-        self.context_scale = nn.Parameter(torch.ones(1)) if context_dim else None
+        # ELMo's scalar mix of each encoder's layers: softmax weights and one scale, both learned.
+        self.context_dims = list(context_dims)
+        self.context_mix, self.context2_mix = (nn.Parameter(torch.zeros(cfg.encoder_layers)) if len(context_dims) > k
+                                               else None for k in range(2))
+        self.context_scale, self.context2_scale = (nn.Parameter(torch.ones(1)) if len(context_dims) > k else None
+                                                   for k in range(2))
         dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
-               + cfg.gazetteer_dim + cfg.lexicon_dim + context_dim)
+               + cfg.gazetteer_dim + cfg.lexicon_dim + sum(context_dims))
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
@@ -48,7 +52,7 @@ class Network(nn.Module):
                   context: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, seq, 11) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
         morpheme ids past the table (``BiLSTMCRFTagger._extend``); ``context``: the encoder's
-        features (batch, seq, encoder_layers, dim) when the network reads them."""
+        features (batch, seq, encoder_layers, sum of the encoders' dims) when the network reads them."""
         x = x.transpose(0, 1)  # (seq, batch, 11): time-major, so packing copies whole time steps
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
@@ -66,9 +70,11 @@ class Network(nn.Module):
             parts.append(self.gaz(x[..., GAZ]))
         if self.lex is not None:
             parts.append(self.lex(x[..., LEX]))
-        if self.context_mix is not None:
-            weights = torch.softmax(self.context_mix, 0)[:, None]  # (layers, 1)
-            parts.append(self.context_scale * (context.transpose(0, 1).float() * weights).sum(-2))
+        if self.context_dims:  # each encoder's dims, side by side in ``context``
+            features = context.transpose(0, 1).float().split(self.context_dims, dim=-1)
+            for f, mix, scale in zip(features, (self.context_mix, self.context2_mix),
+                                     (self.context_scale, self.context2_scale)):
+                parts.append(scale * (f * torch.softmax(mix, 0)[:, None]).sum(-2))  # weights (layers, 1)
         emb = self.dropout(torch.cat(parts, dim=-1))  # (seq, batch, dim)
         if torch.is_autocast_enabled(emb.device.type):  # the LSTM casts anyway; packing then moves half the bytes
             emb = emb.to(torch.get_autocast_dtype(emb.device.type))

@@ -22,6 +22,7 @@ from . import vocab_trim
 from .hf_common import autocast, local_only
 
 ENCODER_DIR = "encoder"  # inside a saved model: the encoder and its tokenizer, so the model needs nothing else
+ENCODER2_DIR = "encoder2"  # a second encoder read beside the first
 MAX_LENGTH, STRIDE = 512, 128  # a KLUE sentence fits one window; longer texts overlap by STRIDE subwords
 BATCH_SIZE = 64  # windows per forward pass (sorted by length)
 
@@ -81,14 +82,14 @@ class ContextEncoder:
         model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local)
         return cls(model, tokenizer, layers, normalize, pretokenize, echo)
 
-    def save(self, directory: Path) -> None:
-        self.model.save_pretrained(directory / ENCODER_DIR)
-        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
+    def save(self, directory: Path, name: str = ENCODER_DIR) -> None:
+        self.model.save_pretrained(directory / name)
+        self.tokenizer.save_pretrained(directory / name)
 
     @classmethod
     def load(cls, directory: Path, layers: int, normalize: bool = False, pretokenize: str = "auto",
-             echo: bool = False) -> "ContextEncoder":
-        return cls.from_pretrained(directory / ENCODER_DIR, layers, None, normalize, pretokenize, echo)  # saved already cut
+             echo: bool = False, name: str = ENCODER_DIR) -> "ContextEncoder":
+        return cls.from_pretrained(directory / name, layers, None, normalize, pretokenize, echo)  # saved already cut
 
     def to(self, device: torch.device) -> "ContextEncoder":
         self.model.to(device)

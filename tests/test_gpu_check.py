@@ -58,7 +58,11 @@ def test_cpu_smoke_runs_every_stage_without_the_absent_packages_and_writes_both_
     assert {trained["per_token_batch"], trained["decode_batch"]} <= set(SMOKE.trained_batch_sizes)
     assert all(set(probe) == {str(b) for b in SMOKE.trained_batch_sizes} for probe in trained["probe_seconds"].values())
     assert trained["same_spans_as_per_token"] == 1.0 and trained["f1"] == trained["one_pass_f1"]
-    assert 0 < trained["passes_per_sentence"] <= trained["per_token_passes_per_sentence"]
+    # Passes per sentence depend on the batch (its longest output sets its passes), and each decoding's batch
+    # is chosen by timing, which a loaded machine changes: only at the same batch must one-pass need no more.
+    assert trained["passes_per_sentence"] > 0
+    if trained["per_token_batch"] == trained["decode_batch"]:
+        assert trained["passes_per_sentence"] <= trained["per_token_passes_per_sentence"]
     assert stages["bilstm_crf"]["train_sentences"] == SMOKE.train_limit and stages["bilstm_crf"]["epoch_seconds"] > 0
 
     markdown = (out / "summary.md").read_text(encoding="utf-8")

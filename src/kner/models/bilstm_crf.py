@@ -29,7 +29,7 @@ from ..types import Example, Span
 from .base import EpochRecord, Tagger
 from .bilstm_inputs import Vocab, ppmi_vectors
 from .bilstm_network import Network
-from .context_features import ENCODER2_DIR, ContextEncoder
+from .context_features import ENCODER2_DIR, ENCODER_DIR, ContextEncoder
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
 from .selection import EpochSelector, total_seconds
 
@@ -199,10 +199,11 @@ class BiLSTMCRFTagger(Tagger):
             return None
         precision = pick_precision(self.config.precision, self.device, cpu_bf16=True)
         first, *rest = [e.features(texts, precision) for e in encoders]
-        for i in range(len(texts) if rest else 0):  # in place, text by text: no second copy of all features
-            first[i] = torch.cat([first[i], *(r[i] for r in rest)], dim=-1)
-            for r in rest:
-                r[i] = None
+        if rest:
+            for i in range(len(texts)):  # in place, text by text: no second copy of all features
+                first[i] = torch.cat([first[i], *(r[i] for r in rest)], dim=-1)
+                for r in rest:
+                    r[i] = None
         return first
 
     def _context_batch(self, context: list[torch.Tensor] | None, idx: Sequence[int]) -> torch.Tensor | None:
@@ -471,11 +472,12 @@ class BiLSTMCRFTagger(Tagger):
                  "morphemes": self.vocab.morphemes, "kiwi_model": self.vocab.kiwi_model, "gaz": self.vocab.gaz,
                  **({"lex": self.vocab.lex} if self.vocab.lex else {})}  # without the lexicon, the file is as before
         (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        for table in (self.gazetteer, self.lexicon, self.context):
+        for table in (self.gazetteer, self.lexicon):
             if table:
                 table.save(directory)
-        if self.context2:
-            self.context2.save(directory, ENCODER2_DIR)
+        for encoder, name in ((self.context, ENCODER_DIR), (self.context2, ENCODER2_DIR)):
+            if encoder:
+                encoder.save(directory, name)
 
     @classmethod
     def _load(cls, directory: Path, config: BiLSTMCRFConfig) -> "BiLSTMCRFTagger":

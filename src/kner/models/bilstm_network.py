@@ -35,10 +35,11 @@ class Network(nn.Module):
         self.lex = nn.Embedding(n_lex, cfg.lexicon_dim, padding_idx=0) if cfg.lexicon_dim else None
         # ELMo's scalar mix of each encoder's layers: softmax weights and one scale, both learned.
         self.context_dims = list(context_dims)
-        self.context_mix, self.context2_mix = (nn.Parameter(torch.zeros(cfg.encoder_layers)) if len(context_dims) > k
-                                               else None for k in range(2))
-        self.context_scale, self.context2_scale = (nn.Parameter(torch.ones(1)) if len(context_dims) > k else None
-                                                   for k in range(2))
+        n = len(self.context_dims)
+        self.context_mix = nn.Parameter(torch.zeros(cfg.encoder_layers)) if n > 0 else None
+        self.context_scale = nn.Parameter(torch.ones(1)) if n > 0 else None
+        self.context2_mix = nn.Parameter(torch.zeros(cfg.encoder_layers)) if n > 1 else None
+        self.context2_scale = nn.Parameter(torch.ones(1)) if n > 1 else None
         dim = (cfg.char_dim + 2 * cfg.bigram_dim + cfg.eojeol_dim + cfg.jamo_dim + cfg.kiwi_dim + cfg.kiwi_vectors
                + cfg.gazetteer_dim + cfg.lexicon_dim + sum(context_dims))
         self.dropout = nn.Dropout(cfg.dropout)

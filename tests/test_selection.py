@@ -162,8 +162,8 @@ def test_built_in_recipes_load_and_resolve_for_every_family(monkeypatch):
     config, run = recipe.resolve(cpu, "sllm", models.get("sllm").Config, {"lr": 1e-3})
     assert config["base_model"] == "/models/gemma-3-270m" and config["lr"] == 1e-3
     assert run == {"train_limit": 2000, "dev_limit": 500}
-    gemma = {"encoder": "/models/gemma-3-270m", "encoder_norm": True}
-    assert recipe.resolve(cpu, "bilstm-crf", BiLSTMCRFConfig, {}) == (gemma, {})
+    encoders = {"encoder": "/models/gemma-3-270m", "encoder_norm": True, "encoder2": "/models/multilingual-e5-small"}
+    assert recipe.resolve(cpu, "bilstm-crf", BiLSTMCRFConfig, {}) == (encoders, {})
     bert = recipe.load("klue-gpu")["families"]["bert"]
     assert bert == {"base_model": "klue/bert-base", "lr": 5e-5, "batch_size": 32, "epochs": 5, "warmup_ratio": 0.1,
                     "weight_decay": 0.01, "precision": "fp16", "seed": 42, "max_length": 128, "device": "cuda"}

@@ -291,42 +291,6 @@ def test_every_input_feature_trains_saves_and_loads(tmp_path, overfit_examples):
     assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
 
 
-def test_the_language_model_loss_sums_each_sentences_next_and_previous_syllable_nll_ignoring_padding():
-    texts = ["서울에 갔다", "이순신"]
-    vocab = Vocab.build(texts, None, bilstm_crf.BiLSTMCRFConfig(kiwi_dim=0, kiwi_vectors=0, gazetteer_dim=0))
-    cfg = bilstm_crf.BiLSTMCRFConfig(**{**TINY, "kiwi_vectors": 0}, kiwi_dim=0, gazetteer_dim=0, lm_weight=0.1)
-    torch.manual_seed(0)
-    net = bilstm_crf.Network(cfg, vocab, ["O", "B-PS", "I-PS"]).eval()
-    encoded = [vocab.encode(t, None) for t in texts]
-    x, lengths = BiLSTMCRFTagger._pad(encoded)
-    with torch.no_grad():
-        together = net.lm_nll(net.states(x, lengths), x) * len(texts)
-        alone = []
-        for e in encoded:
-            xs, ls = BiLSTMCRFTagger._pad([e])
-            states = net.states(xs, ls)[:, 0]  # (seq, 2 * hidden)
-            forward, backward = states.chunk(2, dim=-1)
-            chars = e[:, 0]
-            nll = -(net.lm_next(forward[:-1]).log_softmax(-1)[torch.arange(len(e) - 1), chars[1:]].sum()
-                    + net.lm_prev(backward[1:]).log_softmax(-1)[torch.arange(len(e) - 1), chars[:-1]].sum())
-            alone.append(nll)
-    assert together.item() == pytest.approx(sum(alone).item(), rel=1e-5)
-
-
-def test_a_language_model_objective_teaches_the_lstm_to_predict_syllables_and_the_model_reloads(
-        tmp_path, overfit_examples):
-    assert BiLSTMCRFTagger(**TINY, max_epochs=1).fit(overfit_examples).net.lm_next is None  # off by default
-    tagger = BiLSTMCRFTagger(**TINY, max_epochs=10, lm_weight=0.1).fit(overfit_examples, valid=overfit_examples)
-    x, lengths = BiLSTMCRFTagger._pad(tagger._encode([ex.text for ex in overfit_examples]))
-    fresh = bilstm_crf.Network(tagger.config, tagger.vocab, tagger.tags)
-    with torch.no_grad():
-        nll = [net.eval().lm_nll(net.states(x, lengths), x).item() for net in (tagger.net, fresh)]
-    assert nll[0] < 0.9 * nll[1]  # untrained heads would stay near the fresh ones' NLL
-    loaded = kner.load(tagger.save(tmp_path / "model"))
-    assert loaded.config.lm_weight == 0.1
-    assert loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
-
-
 def test_gazetteer_features_mark_dictionary_names_and_the_table_travels_with_the_model(tmp_path, monkeypatch,
                                                                                       overfit_examples):
     table = {"이순신": "Q5", "서울시청": "Q", "부산": "NNP"}

@@ -98,10 +98,6 @@ class BiLSTMCRFConfig:
     """Stacked BiLSTM layers."""
     dropout: float = 0.3
     """Dropout on embeddings, between LSTM layers and before the emissions."""
-    lm_weight: float = 0.0
-    """Weight of an auxiliary language-model loss while training (Rei, 2017, "Semi-supervised multitask
-    learning for sequence labeling"): the forward LSTM predicts each next syllable, the backward one each
-    previous syllable; the loss is summed per sentence like the CRF's; prediction is unchanged; 0 = off."""
     constrained: bool = True
     """Forbid invalid IOB2 transitions (I-X after anything but B-X/I-X, or at the start)."""
     batch_size: int = 32
@@ -384,10 +380,8 @@ class BiLSTMCRFTagger(Tagger):
                 y = nn.utils.rnn.pad_sequence([y_train[i] for i in batch], batch_first=True).to(device)
                 x = x.to(device)
                 mask = torch.arange(x.size(1), device=device) < blen.to(device)[:, None]
-                states = self.net.states(x, blen, context=self._context_batch(c_train, batch))
-                loss = self.net.crf.nll(self.net.tag_scores(states), y, mask).mean()
-                if cfg.lm_weight:
-                    loss = loss + cfg.lm_weight * self.net.lm_nll(states, x)
+                emissions = self.net.emissions(x, blen, context=self._context_batch(c_train, batch))
+                loss = self.net.crf.nll(emissions, y, mask).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .bilstm_inputs import BI_L, BI_R, CHAR, EOJ, EOJEOL, GAZ, JAMO, LEX, MORPH, N_JAMO, POS, Vocab
@@ -47,40 +46,14 @@ class Network(nn.Module):
         self.lstm = nn.LSTM(dim, cfg.hidden, num_layers=cfg.layers, bidirectional=True, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.emit = nn.Linear(2 * cfg.hidden, len(tags))
-        # Rei (2017)'s language-model heads (training only): a 50-unit tanh layer per direction, as in his sequence-labeler.
-        self.lm_next = self._lm_head(cfg.hidden, n_chars) if cfg.lm_weight else None
-        self.lm_prev = self._lm_head(cfg.hidden, n_chars) if cfg.lm_weight else None
         allowed, start = iob2_allowed(tags) if cfg.constrained else (None, None)
         self.crf = CRF(len(tags), allowed, start)
-
-    @staticmethod
-    def _lm_head(hidden: int, n_chars: int) -> nn.Module:
-        return nn.Sequential(nn.Linear(hidden, 50), nn.Tanh(), nn.Linear(50, n_chars))
 
     def emissions(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None,
                   context: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, seq, 11) ids -> (batch, seq, tags) emission scores. ``extra``: vectors for
         morpheme ids past the table (``BiLSTMCRFTagger._extend``); ``context``: the encoder's
         features (batch, seq, encoder_layers, sum of the encoders' dims) when the network reads them."""
-        return self.tag_scores(self.states(x, lengths, extra, context))
-
-    def tag_scores(self, states: torch.Tensor) -> torch.Tensor:
-        """``self.states``'s output -> (batch, seq, tags) emission scores."""
-        return self.emit(self.dropout(states)).transpose(0, 1)
-
-    def lm_nll(self, states: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sentence summed NLL of the next syllable from the forward ``states`` and the previous one
-        from the backward states (``states`` as ``self.states`` returns them; padding has syllable id 0)."""
-        chars = x[..., CHAR].transpose(0, 1)  # (seq, batch)
-        forward, backward = self.dropout(states).chunk(2, dim=-1)
-        valid = chars[1:] > 0  # position t + 1 exists: t predicts it forwards, t + 1 predicts t backwards
-        nll = (F.cross_entropy(self.lm_next(forward[:-1][valid]).float(), chars[1:][valid], reduction="sum")
-               + F.cross_entropy(self.lm_prev(backward[1:][valid]).float(), chars[:-1][valid], reduction="sum"))
-        return nll / x.size(0)
-
-    def states(self, x: torch.Tensor, lengths: torch.Tensor, extra: torch.Tensor | None = None,
-               context: torch.Tensor | None = None) -> torch.Tensor:
-        """The BiLSTM's output (seq, batch, 2 * hidden), time-major, zero past each length."""
         x = x.transpose(0, 1)  # (seq, batch, 11): time-major, so packing copies whole time steps
         parts = [self.char(x[..., CHAR])]
         if self.bigram is not None:
@@ -113,7 +86,7 @@ class Network(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, enforce_sorted=ordered)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=x.size(0))  # (seq, batch, 2 * hidden)
-        return out
+        return self.emit(self.dropout(out)).transpose(0, 1)  # (batch, seq, tags)
 
     def _morph_vectors(self, ids: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         n = self.morph.num_embeddings

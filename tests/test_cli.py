@@ -44,6 +44,34 @@ def test_evaluate_table_shows_the_same_figures_as_json(run_dir, klue_dir, capsys
         assert float(rows[label][2]) == round(want["per_type"][label]["f1"], 4)
 
 
+def test_evaluate_on_validation_scores_held_out_sentences_and_analyses_errors(tmp_path, klue_dir, capsys):
+    from kner import data as kdata
+    from kner.scoring import score
+
+    held = tmp_path / "crf-held-out"
+    main(["train", "crf", "--data", str(klue_dir), "--out", str(held), "--train-limit", "300", "--dev-limit", "10",
+          "--max-iterations", "30", "--hold-out"])
+    capsys.readouterr()
+    main(["evaluate", str(held), "--data", str(klue_dir), "--on", "validation", "--limit", "60", "--errors", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    valid = kdata.load_validation(klue_dir, kdata.VALID_FRACTION, 60)
+    trained_on = {ex.text for ex in kdata.prepare_splits(klue_dir, 300, 10, hold_out=True, chooses=False).train}
+    assert len(valid) == 60 and not trained_on & {ex.text for ex in valid}
+    dev_texts = {ex.text for ex in kdata.load_split("dev", klue_dir)}
+    assert not dev_texts & {ex.text for ex in valid}
+    want = score(valid, kner.load(held).predict([ex.text for ex in valid]))
+    assert (result["split"], result["n_sentences"], result["f1"]) == ("validation", 60, pytest.approx(want.f1))
+    assert result["errors"]["taxonomy"]["n_gold"] == want.n_gold == sum(len(ex.spans) for ex in valid)
+    main(["evaluate", str(held), "--data", str(klue_dir), "--on", "validation", "--limit", "60", "--errors"])
+    table = capsys.readouterr().out
+    assert "crf on 60 validation sentences" in table and "| validation sents |" in table and "Type confusion" in table
+
+
+def test_evaluate_on_validation_refuses_a_run_that_trained_on_it(run_dir, klue_dir):
+    with pytest.raises(SystemExit, match=r"^kner evaluate: this run trained on the validation sentences[^\n]*$"):
+        main(["evaluate", str(run_dir), "--data", str(klue_dir), "--on", "validation"])
+
+
 def test_predict_prints_markup_and_json(run_dir, capsys):
     main(["predict", str(run_dir), "서울에 갔다", "--format", "json", "a<b>:c"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -11,7 +11,7 @@ import pytest
 
 from kner import benchmark, models, recipe
 from kner.cli import main
-from kner.data import load_split, prepare_splits, split_validation
+from kner.data import VALID_RULE, held_out_fraction, load_split, load_validation, prepare_splits, split_validation
 from kner.models.bilstm_crf import BiLSTMCRFConfig, BiLSTMCRFTagger
 from kner.models.crf import CRFConfig
 from kner.models.selection import EpochSelector
@@ -115,6 +115,24 @@ def test_a_family_that_chooses_nothing_can_hold_the_same_validation_out_for_ense
     chosen = prepare_splits(klue_dir, train_limit=300, dev_limit=40)
     assert held.valid and (held.train, held.valid) == (chosen.train, chosen.valid)
     assert (held.selection["on"], held.selection["n_valid"]) == ("nothing", len(held.valid))
+
+
+def test_a_run_held_out_validation_is_found_again_from_its_selection_record(klue_dir):
+    splits = prepare_splits(klue_dir, train_limit=2000, dev_limit=40, valid_fraction=0.1)
+    fraction = held_out_fraction(splits.selection)
+    older = {k: v for k, v in splits.selection.items() if k != "valid_fraction"}  # saved before the field existed
+    assert fraction == held_out_fraction(older) == 0.1
+    again = {ex.text for ex in load_validation(klue_dir, fraction)}
+    assert {ex.text for ex in splits.valid} <= again and not again & {ex.text for ex in splits.train}
+
+
+@pytest.mark.parametrize("selection", [{"on": "nothing", "n_valid": 0}, {"on": "dev", "n_valid": 40}, {}])
+def test_a_run_that_trained_on_validation_has_no_held_out_fraction(selection):
+    with pytest.raises(ValueError, match="trained on the validation sentences"):
+        held_out_fraction(selection)
+    with pytest.raises(ValueError, match="does not record"):
+        held_out_fraction({"on": "validation", "n_valid": 5, "rule": "some other rule"})
+    assert held_out_fraction({"on": "validation", "n_valid": 5, "rule": VALID_RULE.format(fraction=0.05)}) == 0.05
 
 
 class _Tagger(SimpleNamespace):

@@ -76,19 +76,20 @@ def analyse(models: Sequence[dict], dev: Sequence[Example], parts: Path, per_kin
             predictions[name] = load_predictions(path, dev)
         except ValueError as exc:
             skipped[name] = str(exc)
-    per_model = {}
-    for name, preds in predictions.items():
-        gold = dev[: len(preds)]
-        matches = analysis.match_all(gold, preds)
-        per_model[name] = {"n_dev": len(gold), "taxonomy": analysis.taxonomy(matches),
-                           "confusion": analysis.confusion(matches),
-                           "examples": analysis.error_examples(gold, matches, per_kind),
-                           "slices": analysis.slices(gold, preds)}
+    per_model = {name: model_errors(dev[: len(preds)], preds, per_kind) for name, preds in predictions.items()}
     result = {"models": per_model, "skipped": skipped}
     if len(predictions) > 1:  # on the dev sentences every model was scored on
         common = min(len(p) for p in predictions.values())
         result["agreement"] = analysis.agreement(dev[:common], {n: p[:common] for n, p in predictions.items()})
     return result
+
+
+def model_errors(gold: Sequence[Example], predicted: Sequence[Sequence[Span]], per_kind: int = 3) -> dict:
+    """One model's error kinds, type confusion, examples and slices on these gold sentences
+    (``n_dev`` counts them, whichever split they are)."""
+    matches = analysis.match_all(gold, predicted)
+    return {"n_dev": len(gold), "taxonomy": analysis.taxonomy(matches), "confusion": analysis.confusion(matches),
+            "examples": analysis.error_examples(gold, matches, per_kind), "slices": analysis.slices(gold, predicted)}
 
 
 # --- markdown -----------------------------------------------------------------------------
@@ -119,13 +120,13 @@ def learning_markdown(curves: dict[str, list[dict]], files: dict[str, str]) -> s
     return "\n".join(text)
 
 
-def taxonomy_markdown(per_model: dict[str, dict]) -> str:
+def taxonomy_markdown(per_model: dict[str, dict], split: str = "dev") -> str:
     kinds = [KIND_NAMES[k] for k in analysis.KINDS]
     totals = [[name, f"{a['n_dev']:,}", f"{a['taxonomy']['n_gold']:,}", f"{a['taxonomy']['n_pred']:,}",
                *(f"{a['taxonomy']['total'][k]:,}" for k in analysis.KINDS)] for name, a in per_model.items()]
     by_type = [[name, t, *(str(row[k]) for k in analysis.KINDS)]
                for name, a in per_model.items() for t, row in a["taxonomy"]["by_type"].items()]
-    return "\n".join([_table(["model", "dev sents", "gold", "predicted", *kinds], totals), "",
+    return "\n".join([_table(["model", f"{split} sents", "gold", "predicted", *kinds], totals), "",
                       "Per entity type (spurious counted by the predicted type, the rest by the gold type):", "",
                       _table(["model", "type", *kinds], by_type)])
 
@@ -149,6 +150,13 @@ def confusion_markdown(per_model: dict[str, dict]) -> str:
         rows = [[f"**{g}**", *("·" if g == p else str(matrix[g][p]) for p in cols)] for g in cols]
         parts += [f"#### {name}", "", _table(["gold ↓ predicted →", *cols], rows), ""]
     return "\n".join(parts)
+
+
+def errors_markdown(name: str, errors: dict, split: str) -> str:
+    """:func:`model_errors` of one model as the report's error kinds, examples and type confusion."""
+    one = {name: errors}
+    return "\n".join(["### Error kinds", "", taxonomy_markdown(one, split), "", "### Examples of each error", "",
+                      examples_markdown(one), "### Type confusion (rows: gold types)", "", confusion_markdown(one)])
 
 
 def agreement_markdown(agree: dict) -> str:

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from . import data as kdata
-from . import models, stream
+from . import analysis_report, models, stream
 from . import recipe as krecipe
 from .distributed import is_main_process
 from .extras import MissingExtraError, needs_extra
@@ -88,7 +88,12 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a run directory on the dev split")
     ev.add_argument("run_dir")
     _data_flags(ev)
-    ev.add_argument("--limit", type=int, help="use only the first N dev sentences")
+    ev.add_argument("--on", choices=["dev", "validation"], default="dev",
+                    help="validation: the sentences the run held out of train, for error analysis and choosing "
+                         "settings without reading dev (its figures lean optimistic: the run chose its epoch there)")
+    ev.add_argument("--limit", type=int, help="use only the first N sentences")
+    ev.add_argument("--errors", action="store_true",
+                    help="also give the error kinds, examples and type confusion (the benchmark report's analysis)")
     ev.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
 
     pr = sub.add_parser("predict", help="tag texts with a trained model")
@@ -214,18 +219,26 @@ def _runtime(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    selection = models.read_meta(args.run_dir).get("provenance", {}).get("selection") or {}
+    fraction = kdata.held_out_fraction(selection) if args.on == "validation" else None  # refused before loading
     tagger = models.load(args.run_dir, **_runtime(args))
-    dev = kdata.load_split("dev", args.data, args.limit)
-    scores = score(dev, tagger.predict([ex.text for ex in dev]))
+    gold = (kdata.load_validation(args.data, fraction, args.limit) if fraction
+            else kdata.load_split("dev", args.data, args.limit))
+    predicted = tagger.predict([ex.text for ex in gold])
+    scores = score(gold, predicted)
+    errors = analysis_report.model_errors(gold, predicted) if args.errors else None
     if args.json:
-        print(json.dumps(_metrics(scores), ensure_ascii=False, indent=2))
+        print(json.dumps({**_metrics(scores), "split": args.on, "n_sentences": len(gold)}
+                         | ({"errors": errors} if errors else {}), ensure_ascii=False, indent=2))
         return
-    print(f"{tagger.family} on {len(dev)} dev sentences ({scores.n_gold} gold entities)")
+    print(f"{tagger.family} on {len(gold)} {args.on} sentences ({scores.n_gold} gold entities)")
     print(f"{'':8}{'P':>8}{'R':>8}{'F1':>8}{'support':>9}")
     print(f"{'micro':8}{scores.precision:8.4f}{scores.recall:8.4f}{scores.f1:8.4f}{scores.n_gold:9d}")
     for label, t in scores.per_type.items():
         print(f"{label:8}{t.precision:8.4f}{t.recall:8.4f}{t.f1:8.4f}{t.support:9d}")
     print(f"KLUE entity macro F1 {scores.klue_entity_macro_f1:.4f}   KLUE char macro F1 {scores.klue_char_macro_f1:.4f}")
+    if errors:
+        print("\n" + analysis_report.errors_markdown(tagger.family, errors, args.on))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

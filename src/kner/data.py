@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -198,5 +199,28 @@ def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = Non
         on, note = "nothing", (f"nothing chosen on held-out data (fixed settings); {len(valid):,} validation sentences "
                                "held out of train all the same, for ensembles")
     return Splits(rest, valid, dev, {"on": on, "dev_used_for_selection": False, "n_valid": len(valid),
-                                     "n_train": len(rest), "rule": VALID_RULE.format(fraction=valid_fraction),
-                                     "note": note}, *available)
+                                     "n_train": len(rest), "valid_fraction": valid_fraction,
+                                     "rule": VALID_RULE.format(fraction=valid_fraction), "note": note}, *available)
+
+
+def held_out_fraction(selection: dict) -> float:
+    """The validation fraction a run held out of train, read from its saved ``selection``
+    (``kner.json``'s provenance); ``ValueError`` for a run that trained on those sentences."""
+    if selection.get("on") == "dev" or not selection.get("n_valid"):
+        raise ValueError("this run trained on the validation sentences (it held nothing out of train), so its "
+                         "validation figures would be flattering; evaluate it on dev, or retrain it without "
+                         "--select-on dev (crf: with --hold-out)")
+    if "valid_fraction" in selection:
+        return float(selection["valid_fraction"])
+    found = re.search(r"fall below ([0-9.eE+-]+)", selection.get("rule", ""))  # runs saved before valid_fraction
+    if not found:
+        raise ValueError("this run does not record which sentences it held out for validation; evaluate it on dev")
+    return float(found.group(1))
+
+
+def load_validation(data: str | os.PathLike | None, fraction: float = VALID_FRACTION,
+                    limit: int | None = None) -> list[Example]:
+    """The validation split held out of all of train by ``fraction``. A run that held out that
+    fraction of fewer training sentences trained on none of these: the rule reads each text alone."""
+    _, valid = split_validation(load_split("train", data), fraction, exclude=load_split("dev", data))
+    return valid[:limit] if limit else valid

@@ -130,9 +130,12 @@ def test_a_run_held_out_validation_is_found_again_from_its_selection_record(klue
 def test_a_run_that_trained_on_validation_has_no_held_out_fraction(selection):
     with pytest.raises(ValueError, match="trained on the validation sentences"):
         held_out_fraction(selection)
+
+
+def test_a_held_out_fraction_is_read_from_the_rule_of_older_runs_or_refused():
+    assert held_out_fraction({"on": "validation", "n_valid": 5, "rule": VALID_RULE.format(fraction=0.05)}) == 0.05
     with pytest.raises(ValueError, match="does not record"):
         held_out_fraction({"on": "validation", "n_valid": 5, "rule": "some other rule"})
-    assert held_out_fraction({"on": "validation", "n_valid": 5, "rule": VALID_RULE.format(fraction=0.05)}) == 0.05
 
 
 class _Tagger(SimpleNamespace):

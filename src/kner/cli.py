@@ -85,7 +85,7 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
         if name == family_flags:
             add_config_flags(p, models.get(name).Config)
 
-    ev = sub.add_parser("evaluate", help="score a run directory on the dev split")
+    ev = sub.add_parser("evaluate", help="score a run directory on the dev split (or on its validation split)")
     ev.add_argument("run_dir")
     _data_flags(ev)
     ev.add_argument("--on", choices=["dev", "validation"], default="dev",

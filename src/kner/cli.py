@@ -219,8 +219,9 @@ def _runtime(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    selection = models.read_meta(args.run_dir).get("provenance", {}).get("selection") or {}
-    fraction = kdata.held_out_fraction(selection) if args.on == "validation" else None  # refused before loading
+    fraction = None
+    if args.on == "validation":  # a run that trained on it is refused before its model loads
+        fraction = kdata.held_out_fraction(models.read_meta(args.run_dir).get("provenance", {}).get("selection") or {})
     tagger = models.load(args.run_dir, **_runtime(args))
     gold = (kdata.load_validation(args.data, fraction, args.limit) if fraction
             else kdata.load_split("dev", args.data, args.limit))

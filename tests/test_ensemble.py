@@ -1,5 +1,6 @@
-"""The ensemble family: per-span votes computed by hand, weights chosen on validation, members
-that saw the validation sentences refused, and `kner train ensemble` end to end."""
+"""The ensemble family: span and boundary votes computed by hand, weights and the kind of vote
+chosen on validation, members that saw the validation sentences refused, and `kner train ensemble`
+end to end."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +13,8 @@ import kner
 from kner.benchmark import model_bytes
 from kner.cli import main
 from kner.models.crf import CRFTagger
-from kner.models.ensemble import WEIGHT_CHOICES, EnsembleTagger, VoteScorer, choose, vote
+from kner.models.ensemble import (WEIGHT_CHOICES, EnsembleConfig, EnsembleTagger, VoteScorer, _ballots, choose,
+                                  choose_vote, vote)
 from kner.scoring import score
 from kner.types import Example, Span
 
@@ -25,6 +27,14 @@ def test_a_span_needs_the_threshold_share_of_the_weight():
     assert vote(members, [1, 1, 1], 0.3) == [PS(0, 3), LC(5, 7)]  # a tie of LC and OG: the first by order wins
     assert vote(members, [1, 1, 2], 0.5) == [PS(0, 3), OG(5, 7)]  # OG now has half the weight
     assert vote(members, [1, 1, 1], 0.9) == [PS(0, 3)] and vote([[], []], [1, 1], 0.5) == []
+
+
+def test_boundary_votes_pool_the_types_and_give_the_span_the_heaviest_type():
+    members = [[PS(0, 3), LC(5, 7)], [PS(0, 3)], [PS(0, 3), OG(5, 7)]]
+    assert vote(members, [1, 1, 1], 0.5, pool_types=True) == [PS(0, 3), LC(5, 7)]  # two thirds found (5, 7)
+    assert vote(members, [1, 1, 2], 0.5, pool_types=True) == [PS(0, 3), OG(5, 7)]  # OG has more weight
+    assert vote(members, [1, 1, 1], 0.7, pool_types=True) == [PS(0, 3)]
+    assert vote([[LC(0, 2)], [OG(0, 2)], [OG(0, 2)], [LC(0, 3)]], [2, 1, 1, 1], 0.5, pool_types=True) == [LC(0, 2)]
 
 
 def test_overlapping_candidates_keep_the_stronger_then_the_longer():
@@ -52,16 +62,49 @@ def _random_votes(rng: random.Random, n_texts: int, n_members: int):
     return gold, [[sorted(set(rng.sample(sorted(ex.spans), 2)) | random_spans(1)) for ex in gold] for _ in range(n_members)]
 
 
-def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it():
+@pytest.mark.parametrize("pool_types", [False, True])
+def test_the_fast_vote_scorer_equals_voting_every_text_and_scoring_it(pool_types):
     rng = random.Random(0)
     gold, by_member = _random_votes(rng, 60, 4)
-    scorer = VoteScorer(gold, by_member)
+    scorer = VoteScorer(gold, by_member, pool_types)
     assert scorer.groups and scorer.singles  # both paths are exercised
+    split = [types for p in zip(*by_member) for types in _ballots(p, True).values() if len(set(types) - {None}) > 1]
+    assert len(split) > 20  # members often disagree on a boundary's type, the case boundary votes settle
     for _ in range(200):
         weights, threshold = [rng.choice(WEIGHT_CHOICES) for _ in range(4)], rng.randint(1, 9) / 10
         if any(weights):
-            expected = score(gold, [vote(s, weights, threshold) for s in zip(*by_member)], official=False).f1
-            assert scorer.f1(weights, threshold) == expected
+            voted = [vote(s, weights, threshold, pool_types) for s in zip(*by_member)]
+            assert scorer.f1(weights, threshold) == score(gold, voted, official=False).f1
+
+
+def _split_votes(rng: random.Random, n_texts: int):
+    """Each gold name found by two of four members with its type and by a third with another type;
+    beside it, a wrong span that two members agree on. Which members do what changes from text to
+    text, so no weighting of span votes separates the names from the wrong spans."""
+    gold, by_member = [], [[] for _ in range(4)]
+    for _ in range(n_texts):
+        right, wrong = rng.sample(["PS", "LC", "OG"], 2)
+        gold.append(Example("가" * 10, (Span(0, 3, right),)))
+        order, pair, spurious = rng.sample(range(4), 4), rng.sample(range(4), 2), rng.choice(["PS", "LC", "OG"])
+        for i, member in enumerate(by_member):
+            member.append([Span(0, 3, right)] * (i in order[:2]) + [Span(0, 3, wrong)] * (i == order[2])
+                          + [Span(5, 8, spurious)] * (i in pair))
+    return gold, by_member
+
+
+def test_validation_chooses_boundary_votes_only_where_they_score_higher():
+    gold, by_member = _split_votes(random.Random(0), 40)
+    span_f1 = choose(gold, by_member, 9, prune=True)[2]
+    pool, weights, threshold, f1 = choose_vote(gold, by_member, EnsembleConfig())
+    assert pool and f1 == 1.0 > span_f1  # three quarters found each name; a span vote sees half
+    assert [vote(s, weights, threshold, pool) for s in zip(*by_member)] == [list(ex.spans) for ex in gold]
+    assert choose_vote(gold, by_member, EnsembleConfig(vote="span"))[::3] == (False, span_f1)
+    random_gold, random_votes = _random_votes(random.Random(0), 60, 4)  # random types: spans score higher
+    assert choose_vote(random_gold, random_votes, EnsembleConfig())[0] is False
+    right = [list(ex.spans) for ex in gold]
+    assert choose_vote(gold, [right, right], EnsembleConfig())[0] is False  # a tie keeps span votes
+    with pytest.raises(ValueError, match="vote must be one of auto, span, boundary, not 'types'"):
+        EnsembleTagger(vote="types")
 
 
 @pytest.mark.slow
@@ -158,5 +201,13 @@ def test_a_pruned_member_is_neither_run_nor_saved_but_its_validation_f1_is_recor
     assert reloaded.candidates_valid_f1 == ensemble.candidates_valid_f1 == {dirs[0]: 1.0, dirs[1]: weak} and weak < 1.0
     texts = [ex.text for ex in overfit_examples]
     assert reloaded.predict(texts) == ensemble.predict(texts) == [list(ex.spans) for ex in overfit_examples]
+    votes = json.loads((tmp_path / "e" / "ensemble.json").read_text(encoding="utf-8"))
+    assert votes["vote"] == "span" and reloaded.pool_types is ensemble.pool_types is False  # one member: a tie
+    votes["vote"] = "boundary"
+    (tmp_path / "e" / "ensemble.json").write_text(json.dumps(votes), encoding="utf-8")
+    assert kner.load(tmp_path / "e").pool_types is True
+    del votes["vote"]  # an ensemble saved before boundary votes voted on spans
+    (tmp_path / "e" / "ensemble.json").write_text(json.dumps(votes), encoding="utf-8")
+    assert kner.load(tmp_path / "e").pool_types is False
     kept = EnsembleTagger(members=",".join(dirs), prune=False).fit([], overfit_examples)
     assert len(kept.members) == 2 and kept.left_out == []

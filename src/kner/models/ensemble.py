@@ -1,9 +1,11 @@
-"""An ensemble of saved runs of any families: weighted per-span votes, decoded to valid spans.
+"""An ensemble of saved runs of any families: weighted votes on spans or on their boundaries.
 
 Each member tags the text; a span (start, end, type) gets the summed weight of the members that
 found it, and spans with at least ``threshold`` of the total weight are kept, strongest first,
-skipping any that overlaps a kept one. Weights and threshold are chosen on the validation split
-(a weight of 0 leaves a member out),
+skipping any that overlaps a kept one. Boundary votes pool the types instead: (start, end) gets the
+weight of every member that found it, and takes the type most of that weight gave, so a name the
+members split between LC and OG is not lost to both. Weights, threshold and the kind of vote are
+chosen on the validation split (a weight of 0 leaves a member out),
 so the members must not have trained on it: a member chosen on dev, or trained on all of train
 (the CRF unless trained with ``--hold-out``), is refused. The members are copied into the ensemble's folder.
 """
@@ -24,6 +26,7 @@ from .base import Tagger, read_meta
 
 log = logging.getLogger(__name__)
 MEMBERS_DIR, VOTES_FILE = "members", "ensemble.json"
+VOTES = ("auto", "span", "boundary")
 WEIGHT_CHOICES = (1.0, 2.0, 0.5, 0.0)
 """Weights tried for each member, in the order that wins ties: equal weights first."""
 EXHAUSTIVE_LIMIT = 20_000
@@ -42,16 +45,47 @@ class EnsembleConfig:
     prune: bool = True
     """Let validation leave members out (weight 0); they are then neither run nor saved.
     Off keeps every member. Pruning tries 4^members weightings instead of 3^members."""
+    vote: str = "auto"
+    """span: members vote on (start, end, type); boundary: on (start, end), the type going to the
+    most weight; auto: boundary only where it scores higher on validation."""
 
 
-def vote(predictions: Sequence[Sequence[Span]], weights: Sequence[float], threshold: float) -> list[Span]:
+def vote(predictions: Sequence[Sequence[Span]], weights: Sequence[float], threshold: float,
+         pool_types: bool = False) -> list[Span]:
     """The spans of one text that ``threshold`` of the total weight voted for, strongest (then
-    longest) first, without overlaps."""
-    votes: dict[Span, float] = defaultdict(float)
-    for spans, weight in zip(predictions, weights):
+    longest) first, without overlaps; with ``pool_types`` the votes are on boundaries."""
+    tallies = {key: _tally(types, weights) for key, types in _ballots(predictions, pool_types).items()}
+    kept = _keep({key: weight for key, (weight, _) in tallies.items()}, _need(weights, threshold))
+    return sorted(Span(key.start, key.end, tallies[key][1]) for key in kept)
+
+
+def _ballots(predictions: Sequence[Sequence[Span]], pool_types: bool) -> dict[Span, tuple[str | None, ...]]:
+    """Each candidate (a span, or with ``pool_types`` a boundary: a span with no type) and the type
+    each member gave it (None: not found)."""
+    ballots: dict[Span, list[str | None]] = {}
+    for i, spans in enumerate(predictions):
         for span in spans:
-            votes[span] += weight
-    return sorted(_keep(votes, _need(weights, threshold)))
+            key = Span(span.start, span.end, "") if pool_types else span
+            ballots.setdefault(key, [None] * len(predictions))[i] = span.label
+    return {key: tuple(types) for key, types in ballots.items()}
+
+
+def _tally(types: Sequence[str | None], weights: Sequence[float]) -> tuple[float, str]:
+    """The weight of the members that found a candidate, and the type with the most of it (ties:
+    the first member's). Summed in member order everywhere, so equal votes are equal floats."""
+    total, first, mixed = 0.0, None, False
+    for label, weight in zip(types, weights):
+        if label is not None:
+            total += weight
+            mixed = mixed or (first is not None and label != first)
+            first = first or label
+    if not mixed:  # the weight search calls this millions of times; most candidates have one type
+        return total, first
+    by_type: dict[str, float] = {}
+    for label, weight in zip(types, weights):
+        if label is not None:
+            by_type[label] = by_type.get(label, 0.0) + weight
+    return total, max(by_type, key=by_type.__getitem__)
 
 
 def _need(weights: Sequence[float], threshold: float) -> float:
@@ -59,7 +93,7 @@ def _need(weights: Sequence[float], threshold: float) -> float:
 
 
 def _keep(votes: dict[Span, float], need: float) -> list[Span]:
-    """The spans whose vote reaches ``need``, strongest (then longest) first, skipping overlaps."""
+    """The candidates whose vote reaches ``need``, strongest (then longest) first, skipping overlaps."""
     kept: list[Span] = []
     for span in sorted(votes, key=lambda s: (-votes[s], s.start - s.end, s)):
         if votes[span] >= need and all(span.end <= k.start or k.end <= span.start for k in kept):
@@ -67,51 +101,48 @@ def _keep(votes: dict[Span, float], need: float) -> list[Span]:
     return kept
 
 
-def _votes(found_by: Sequence[bool], weights: Sequence[float]) -> float:
-    total = 0.0  # summed in member order, as vote() does, so the floats are the same
-    for found, weight in zip(found_by, weights):
-        if found:
-            total += weight
-    return total
-
-
 class VoteScorer:
     """Micro F1 of :func:`vote` on gold texts for any weights and threshold, exactly, without
-    re-voting every text. A candidate span that overlaps no other is kept iff its vote reaches the
-    threshold, so those are counted once per pattern of members that found them; only groups of
-    overlapping candidates go through :func:`_keep` each time."""
+    re-voting every text. A candidate that overlaps no other is kept iff its vote reaches the
+    threshold, so those are counted once per pattern of member types and gold type (a candidate is
+    right iff the type it takes is the gold type of its boundary); only groups of overlapping
+    candidates go through :func:`_keep` each time."""
 
-    def __init__(self, gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]]) -> None:
+    def __init__(self, gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
+                 pool_types: bool = False) -> None:
         self.n_gold = sum(len(set(ex.spans)) for ex in gold)
-        self.singles: Counter[tuple[tuple[bool, ...], bool]] = Counter()  # (found by, is gold) -> spans
-        self.groups: list[tuple[dict[Span, tuple[bool, ...]], set[Span]]] = []
+        self.singles: Counter[tuple[tuple[str | None, ...], str | None]] = Counter()  # (types, gold type) -> candidates
+        self.groups: list[tuple[dict[Span, tuple[str | None, ...]], dict[tuple[int, int], str]]] = []
         for ex, predictions in zip(gold, zip(*by_member)):
-            members = [set(spans) for spans in predictions]
-            found = {span: tuple(span in m for m in members) for m in members for span in m}
-            golds, group, end = set(ex.spans), [], -1
-            for span in sorted(found, key=lambda s: (s.start, s.end)):
-                if group and span.start >= end:
-                    self._add(group, found, golds)
+            ballots = _ballots(predictions, pool_types)
+            gold_type = {(s.start, s.end): s.label for s in ex.spans}
+            group, end = [], -1
+            for key in sorted(ballots, key=lambda s: (s.start, s.end)):
+                if group and key.start >= end:
+                    self._add(group, ballots, gold_type)
                     group = []
-                group.append(span)
-                end = max(end, span.end)
+                group.append(key)
+                end = max(end, key.end)
             if group:
-                self._add(group, found, golds)
+                self._add(group, ballots, gold_type)
 
-    def _add(self, group: list[Span], found: dict[Span, tuple[bool, ...]], golds: set[Span]) -> None:
+    def _add(self, group: list[Span], ballots: dict[Span, tuple[str | None, ...]],
+             gold_type: dict[tuple[int, int], str]) -> None:
         if len(group) == 1:
-            self.singles[found[group[0]], group[0] in golds] += 1
+            self.singles[ballots[group[0]], gold_type.get((group[0].start, group[0].end))] += 1
         else:
-            self.groups.append(({s: found[s] for s in group}, golds & set(group)))
+            self.groups.append(({key: ballots[key] for key in group}, gold_type))
 
     def f1(self, weights: Sequence[float], threshold: float) -> float:
         need, tp, n_pred = _need(weights, threshold), 0, 0
-        for (found_by, is_gold), n in self.singles.items():
-            if _votes(found_by, weights) >= need:
-                n_pred, tp = n_pred + n, tp + n * is_gold
-        for found, golds in self.groups:
-            kept = _keep({s: _votes(by, weights) for s, by in found.items()}, need)
-            n_pred, tp = n_pred + len(kept), tp + len(golds.intersection(kept))
+        for (types, gold), n in self.singles.items():
+            votes, label = _tally(types, weights)
+            if votes >= need:
+                n_pred, tp = n_pred + n, tp + n * (label == gold)
+        for ballots, gold_type in self.groups:
+            tallies = {key: _tally(types, weights) for key, types in ballots.items()}
+            kept = _keep({key: votes for key, (votes, _) in tallies.items()}, need)
+            n_pred, tp = n_pred + len(kept), tp + sum(tallies[k][1] == gold_type.get((k.start, k.end)) for k in kept)
         return prf(tp, n_pred, self.n_gold)[2]
 
 
@@ -121,7 +152,7 @@ def thresholds(steps: int) -> list[float]:
 
 
 def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
-           threshold_steps: int, prune: bool = False) -> tuple[list[float], float, float]:
+           threshold_steps: int, prune: bool = False, pool_types: bool = False) -> tuple[list[float], float, float]:
     """The weights (from WEIGHT_CHOICES, 0 only if ``prune``) and threshold whose votes score the
     best micro F1 on ``gold``, given each member's predictions for it, and that F1. Ties go to the
     fewest members (the faster ensemble), then to the simplest weights. Up to EXHAUSTIVE_LIMIT
@@ -130,7 +161,7 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
     none is better."""
     tried = thresholds(threshold_steps)
     choices = WEIGHT_CHOICES if prune else [w for w in WEIGHT_CHOICES if w > 0]
-    scorer, n = VoteScorer(gold, by_member), len(by_member)
+    scorer, n = VoteScorer(gold, by_member, pool_types), len(by_member)
     best, best_t, best_key = [1.0] * n, 0.5, (-1.0, 0)
 
     def consider(weights: Sequence[float]) -> bool:
@@ -152,6 +183,19 @@ def choose(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]
     return best, best_t, best_key[0]
 
 
+def choose_vote(gold: Sequence[Example], by_member: Sequence[Sequence[Sequence[Span]]],
+                config: EnsembleConfig) -> tuple[bool, list[float], float, float]:
+    """:func:`choose` for each kind of vote ``config.vote`` allows: whether to vote on boundaries,
+    the weights, the threshold and their F1 on ``gold``. Span votes win ties (the older rule)."""
+    pools = {"auto": (False, True), "span": (False,), "boundary": (True,)}[config.vote]
+    chosen = {pool: choose(gold, by_member, config.threshold_steps, config.prune, pool) for pool in pools}
+    for pool, (weights, threshold, f1) in chosen.items():
+        log.info("ensemble %s votes: weights %s, threshold %.1f: validation F1 %.4f on %d sentences",
+                 "boundary" if pool else "span", weights, threshold, f1, len(gold))
+    pool = max(chosen, key=lambda p: chosen[p][2])
+    return (pool, *chosen[pool])
+
+
 def _neighbours(weights: list[float], choices: Sequence[float], k: int):
     """The weightings that change exactly ``k`` members' weights of ``weights``."""
     for members in itertools.combinations(range(len(weights)), k):
@@ -163,18 +207,21 @@ def _neighbours(weights: list[float], choices: Sequence[float], k: int):
 
 
 class EnsembleTagger(Tagger):
-    """Saved runs of any families, combined by weighted per-span votes chosen on validation."""
+    """Saved runs of any families, combined by weighted votes chosen on validation."""
 
     family = "ensemble"
     Config = EnsembleConfig
-    former_defaults = {"prune": False}  # ensembles saved before pruning kept every member
+    former_defaults = {"prune": False, "vote": "span"}  # as ensembles saved before pruning, and before boundary votes, ran
 
     def __init__(self, config: EnsembleConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
+        if self.config.vote not in VOTES:
+            raise ValueError(f"vote must be one of {', '.join(VOTES)}, not {self.config.vote!r}")
         self.members: list[Tagger] = []
         self.member_metrics: list[dict] = []  # each member's own dev figures, kept in its copy
         self.weights: list[float] = []
         self.threshold = 0.5
+        self.pool_types = False  # vote on boundaries (chosen on validation where config.vote is auto)
         self.left_out: list[str] = []  # member directories that validation gave weight 0
         self.valid_f1: float | None = None  # micro F1 of the chosen votes on the validation split
         self.candidates_valid_f1: dict[str, float] = {}  # each given member's own, left-out ones included
@@ -202,10 +249,7 @@ class EnsembleTagger(Tagger):
             self.candidates_valid_f1 = {d: score(valid, spans).f1 for d, spans in zip(dirs, by_member)}
             for d, f1 in self.candidates_valid_f1.items():
                 log.info("ensemble member %s: validation F1 %.4f alone", d, f1)
-            self.weights, self.threshold, self.valid_f1 = choose(valid, by_member, self.config.threshold_steps,
-                                                                 self.config.prune)
-            log.info("ensemble weights %s, threshold %.1f: validation F1 %.4f on %d sentences",
-                     self.weights, self.threshold, self.valid_f1, len(valid))
+            self.pool_types, self.weights, self.threshold, self.valid_f1 = choose_vote(valid, by_member, self.config)
             kept = [i for i, w in enumerate(self.weights) if w > 0]
             self.left_out = [dirs[i] for i in range(len(dirs)) if i not in kept]
             self.members, self.member_metrics, self.weights = ([seq[i] for i in kept] for seq in
@@ -217,7 +261,7 @@ class EnsembleTagger(Tagger):
         if not self.members:
             raise RuntimeError("this ensemble has no members yet: call fit() or kner.load() first")
         by_member = [m.predict(texts) for m in self.members]
-        return [vote(spans, self.weights, self.threshold) for spans in zip(*by_member)]
+        return [vote(spans, self.weights, self.threshold, self.pool_types) for spans in zip(*by_member)]
 
     def _save(self, directory: Path) -> None:
         if not self.members:
@@ -228,7 +272,7 @@ class EnsembleTagger(Tagger):
             member.save(directory / MEMBERS_DIR / name, metrics=metrics)
         (directory / VOTES_FILE).write_text(json.dumps(
             {"members": names, "weights": self.weights, "threshold": self.threshold,
-             "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out,
+             "vote": "boundary" if self.pool_types else "span", "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out,
              "candidates_valid_f1": self.candidates_valid_f1}, indent=2), encoding="utf-8")
 
     @classmethod
@@ -240,6 +284,7 @@ class EnsembleTagger(Tagger):
         tagger.members = [load(directory / MEMBERS_DIR / name) for name in votes["members"]]
         tagger.member_metrics = [read_meta(directory / MEMBERS_DIR / name).get("metrics", {}) for name in votes["members"]]
         tagger.weights, tagger.threshold = votes["weights"], votes["threshold"]
+        tagger.pool_types = votes.get("vote", "span") == "boundary"  # saved before boundary votes: span
         tagger.left_out = votes.get("left_out_on_validation", [])
         tagger.valid_f1 = votes.get("valid_f1")
         tagger.candidates_valid_f1 = votes.get("candidates_valid_f1", {})

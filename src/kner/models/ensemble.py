@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -211,7 +211,8 @@ class EnsembleTagger(Tagger):
 
     family = "ensemble"
     Config = EnsembleConfig
-    former_defaults = {"prune": False, "vote": "span"}  # as ensembles saved before pruning, and before boundary votes, ran
+    # how ensembles saved before pruning, and before boundary votes, ran
+    former_defaults = {"prune": False, "vote": "span"}
 
     def __init__(self, config: EnsembleConfig | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -272,8 +273,9 @@ class EnsembleTagger(Tagger):
             member.save(directory / MEMBERS_DIR / name, metrics=metrics)
         (directory / VOTES_FILE).write_text(json.dumps(
             {"members": names, "weights": self.weights, "threshold": self.threshold,
-             "vote": "boundary" if self.pool_types else "span", "valid_f1": self.valid_f1, "left_out_on_validation": self.left_out,
-             "candidates_valid_f1": self.candidates_valid_f1}, indent=2), encoding="utf-8")
+             "vote": "boundary" if self.pool_types else "span", "valid_f1": self.valid_f1,
+             "left_out_on_validation": self.left_out, "candidates_valid_f1": self.candidates_valid_f1},
+            indent=2), encoding="utf-8")
 
     @classmethod
     def _load(cls, directory: Path, config: EnsembleConfig) -> "EnsembleTagger":

@@ -9,6 +9,8 @@ import pytest
 import kner
 from conftest import ODD_TEXTS
 from kner import models
+from kner.models.base import EpochRecord
+from kner.models.selection import refit
 
 pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
 
@@ -76,3 +78,27 @@ def test_a_reused_model_takes_runtime_settings_but_not_training_ones(family, tmp
     assert learned in capsys.readouterr().err
     texts = [ex.text for ex in overfit_examples]
     assert reused.predict(texts) == tagger.predict(texts)
+
+
+@pytest.mark.parametrize("family", [name for name in models.names() if models.get(name).epoch_trained])
+def test_a_refit_trains_on_train_and_validation_for_the_epoch_count_chosen_there(family, tmp_path, request,
+                                                                                  overfit_examples, monkeypatch):
+    chosen = tiny_model(family, tmp_path, request)  # as if fit had chosen epoch 2 of 3 on validation
+    chosen.history = [EpochRecord(1, 1.0, 0.9, 0.5), EpochRecord(2, 1.0, 0.5, 0.8), EpochRecord(3, 1.0, 0.4, 0.7)]
+    chosen.provenance = {"selection": {"on": "validation", "n_valid": 2}}
+    seen, fit = [], type(chosen).fit
+
+    def recording_fit(self, train, valid=None):
+        seen.append((list(train), valid))
+        return fit(self, train, valid)
+
+    monkeypatch.setattr(type(chosen), "fit", recording_fit)
+    train, valid = overfit_examples[:3], overfit_examples[3:]
+
+    again = refit(chosen, train, valid)
+
+    assert seen == [([*train, *valid], None)]
+    assert [r.epoch for r in again.history] == [1, 2] and all(r.valid_f1 is None for r in again.history)
+    settled = {k: v for k, v in dataclasses.asdict(chosen.config).items() if v is not None and k != "checkpoint_dir"}
+    assert {k: getattr(again.config, k) for k in settled} == settled  # what fit chose carries over
+    assert again.provenance["refit"]["epochs"] == 2 and again.provenance["selection"]["trained_on_validation"]

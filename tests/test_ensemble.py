@@ -109,14 +109,15 @@ def test_validation_chooses_boundary_votes_only_where_they_score_higher():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("on", ["dev", "nothing"])
-def test_a_member_that_saw_the_validation_or_was_chosen_on_dev_is_refused(tmp_path, overfit_examples, on):
+@pytest.mark.parametrize("selection", [{"on": "dev"}, {"on": "nothing"},
+                                       {"on": "validation", "n_valid": 5, "trained_on_validation": True}])
+def test_a_member_that_saw_the_validation_or_was_chosen_on_dev_is_refused(tmp_path, overfit_examples, selection):
     for name in "ab":
         CRFTagger(max_iterations=5).fit(overfit_examples).save(tmp_path / name)
     meta = json.loads((tmp_path / "b" / "kner.json").read_text(encoding="utf-8"))
-    meta["provenance"] = {"selection": {"on": on}}
+    meta["provenance"] = {"selection": selection}
     (tmp_path / "b" / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.raises(ValueError, match="b (was selected on dev|trained on all of train)"):
+    with pytest.raises(ValueError, match="b (was selected on dev|trained on all of train|was refit on train and validation)"):
         EnsembleTagger(members=f"{tmp_path / 'a'},{tmp_path / 'b'}").fit([], overfit_examples)
     with pytest.raises(ValueError, match="at least two"):
         EnsembleTagger(members=str(tmp_path / "a")).fit([], overfit_examples)

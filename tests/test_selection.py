@@ -126,7 +126,8 @@ def test_a_run_held_out_validation_is_found_again_from_its_selection_record(klue
     assert {ex.text for ex in splits.valid} <= again and not again & {ex.text for ex in splits.train}
 
 
-@pytest.mark.parametrize("selection", [{"on": "nothing", "n_valid": 0}, {"on": "dev", "n_valid": 40}, {}])
+@pytest.mark.parametrize("selection", [{"on": "nothing", "n_valid": 0}, {"on": "dev", "n_valid": 40}, {},
+                                       {"on": "validation", "n_valid": 40, "trained_on_validation": True}])
 def test_a_run_that_trained_on_validation_has_no_held_out_fraction(selection):
     with pytest.raises(ValueError, match="trained on the validation sentences"):
         held_out_fraction(selection)
@@ -221,6 +222,29 @@ def test_kner_train_records_the_recipe_and_the_selection_in_kner_json(klue_dir, 
     meta = json.loads((out / "kner.json").read_text(encoding="utf-8"))
     assert meta["provenance"]["recipe"] == "klue-cpu" and meta["provenance"]["selection"]["on"] == "nothing"
     assert meta["config"]["max_iterations"] == 10 and meta["metrics"]["n_train"] == 200
+
+
+@pytest.mark.slow
+def test_kner_train_refit_trains_again_on_validation_too_and_the_run_says_so(klue_dir, tmp_path, capsys):
+    tiny = ["--char-dim", "16", "--bigram-dim", "8", "--eojeol-dim", "4", "--kiwi-dim", "4", "--kiwi-vectors", "4",
+            "--kiwi-vocab", "100", "--hidden", "16", "--max-epochs", "3", "--device", "cpu"]
+    out, data = tmp_path / "run", ["--data", str(klue_dir)]
+    main(["train", "bilstm-crf", *data, "--out", str(out), "--train-limit", "300", "--dev-limit", "30", *tiny, "--refit"])
+    meta = json.loads((out / "kner.json").read_text(encoding="utf-8"))
+    chosen = meta["provenance"]["refit"]
+    best = max(chosen["history"], key=lambda r: r["valid_f1"])
+    assert best["epoch"] == chosen["epochs"] == len(meta["history"]) and len(chosen["history"]) == 3
+    assert meta["metrics"]["n_train"] == 300 and meta["metrics"]["before_refit"]["f1"] >= 0
+    assert "before the refit" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"^kner evaluate: this run trained on the validation sentences[^\n]*$"):
+        main(["evaluate", str(out), *data, "--on", "validation"])
+
+
+@pytest.mark.parametrize(("argv", "problem"), [(["crf"], "crf chooses no epoch"),
+                                               (["bilstm-crf", "--select-on", "dev"], "--refit with --select-on dev")])
+def test_a_refit_is_refused_where_no_epoch_is_chosen_or_it_would_train_on_dev(tmp_path, argv, problem):
+    with pytest.raises(SystemExit, match=rf"^kner train: [^\n]*{problem}[^\n]*$"):
+        main(["train", argv[0], "--out", str(tmp_path / "run"), "--refit", *argv[1:]])
 
 
 # --- seeds and resume -------------------------------------------------------------------------

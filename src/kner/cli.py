@@ -18,6 +18,7 @@ from . import analysis_report, models, stream
 from . import recipe as krecipe
 from .distributed import is_main_process
 from .extras import MissingExtraError, needs_extra
+from .models.selection import refit
 from .scoring import Scores, score
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -82,6 +83,10 @@ def build_parser(family_flags: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--hold-out", action="store_true",
                        help="families that choose nothing on validation (crf): leave it out of training all the "
                             "same, so the run can join an ensemble")
+        p.add_argument("--refit", action="store_true",
+                       help="epoch-trained families: after choosing the epoch count and tuned settings on validation, "
+                            "train again from scratch on train and validation together with those choices (the "
+                            "saved model has seen validation, so it cannot join an ensemble)")
         if name == family_flags:
             add_config_flags(p, models.get(name).Config)
 
@@ -172,20 +177,32 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides, run = krecipe.resolve(recipe, args.family, cls.Config, {k: v for k, v in vars(args).items() if k in names})
     if "checkpoint_dir" in names and "checkpoint_dir" not in overrides:
         overrides["checkpoint_dir"] = str(Path(args.out) / "checkpoints")
+    if args.refit and not cls.epoch_trained:
+        raise ValueError(f"--refit trains again for the epoch count chosen on validation; {args.family} chooses no "
+                         "epoch (drop --refit)")
+    if args.refit and args.select_on == "dev":
+        raise ValueError("--refit with --select-on dev would train on the sentences the model is scored on; "
+                         "drop one of them")
     splits = kdata.prepare_splits(args.data, args.train_limit or run.get("train_limit"),
                                   args.dev_limit or run.get("dev_limit"), args.select_on, args.valid_fraction,
                                   hold_out=cls.selects or args.hold_out, chooses=cls.selects)
     tagger = cls(**overrides)
     tagger.provenance = {"selection": splits.selection, "recipe": recipe and recipe["name"]}
     tagger.fit(splits.train, splits.valid)
+    dev, extra = splits.dev, {}
+    if args.refit:  # the held-out run is scored on dev too, to report what the refit bought; it chooses nothing
+        if is_main_process():
+            extra["before_refit"] = _metrics(score(dev, tagger.predict([ex.text for ex in dev])))
+        tagger = refit(tagger, splits.train, splits.valid)
     if not is_main_process():
         return
-    dev = splits.dev
     scores = score(dev, tagger.predict([ex.text for ex in dev]))
-    tagger.save(args.out, metrics={**_metrics(scores), "n_train": len(splits.train), "n_valid": len(splits.valid),
-                                   "n_dev": len(dev)})
-    print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f} ({len(dev)} sentences; "
-          f"{splits.selection['note']})")
+    n_train = len(splits.train) + (len(splits.valid) if args.refit else 0)
+    tagger.save(args.out, metrics={**_metrics(scores), "n_train": n_train, "n_valid": len(splits.valid),
+                                   "n_dev": len(dev), **extra})
+    before = f"; before the refit {extra['before_refit']['f1']:.4f}" if extra else ""
+    print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f}{before} ({len(dev)} sentences; "
+          f"{tagger.provenance['selection']['note']})")
 
 
 def _metrics(s: Scores) -> dict:

@@ -206,10 +206,10 @@ def prepare_splits(data: str | os.PathLike | None, train_limit: int | None = Non
 def held_out_fraction(selection: dict) -> float:
     """The validation fraction a run held out of train, read from its saved ``selection``
     (``kner.json``'s provenance); ``ValueError`` for a run that trained on those sentences."""
-    if selection.get("on") == "dev" or not selection.get("n_valid"):
-        raise ValueError("this run trained on the validation sentences (it held nothing out of train), so its "
-                         "validation figures would be flattering; evaluate it on dev, or retrain it without "
-                         "--select-on dev (crf: with --hold-out)")
+    if selection.get("on") == "dev" or not selection.get("n_valid") or selection.get("trained_on_validation"):
+        raise ValueError("this run trained on the validation sentences (it held nothing out of train, or was "
+                         "refit on them), so its validation figures would be flattering; evaluate it on dev, or "
+                         "retrain it without --select-on dev or --refit (crf: with --hold-out)")
     if "valid_fraction" in selection:
         return float(selection["valid_fraction"])
     found = re.search(r"fall below ([0-9.eE+-]+)", selection.get("rule", ""))  # runs saved before valid_fraction

@@ -63,6 +63,9 @@ class Tagger(ABC):
     selects: ClassVar[bool] = True
     """Whether ``fit`` chooses anything on held-out examples (an epoch, a setting); a family that
     does not trains on the whole training split instead of giving up a validation part."""
+    epoch_trained: ClassVar[bool] = False
+    """Whether ``fit`` keeps the best of several epochs (:class:`~kner.models.selection.EpochSelector`),
+    so that :func:`~kner.models.selection.refit` can train again for the epoch count it chose."""
     former_defaults: ClassVar[dict] = {}
     """Settings whose default changed, with the value a model saved before the change ran with:
     its ``kner.json`` lacks them, and loading must not give it the new default."""
@@ -85,6 +88,8 @@ class Tagger(ABC):
         self.provenance: dict = {}
         """How the model was made (data, validation split, selection, recipe), set by the caller
         of ``fit`` and saved in ``kner.json``: a saved model says what chose its epoch."""
+        self.refit_epochs: int | None = None
+        """Set by :func:`~kner.models.selection.refit`: train this many epochs and keep the last."""
 
     # --- to implement ---------------------------------------------------------------------
     @abstractmethod

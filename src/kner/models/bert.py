@@ -214,6 +214,7 @@ class BertTagger(Tagger):
     """Pretrained encoder + linear token classifier, fine-tuned with the transformers Trainer."""
 
     family = "bert"
+    epoch_trained = True
     Config = BertTaggerConfig
     runtime_settings = ("precision", "predict_batch_size", "constrained", "pretokenize", "device", "num_threads")
 
@@ -389,6 +390,11 @@ class _EpochLog(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        stop_after = self.tagger.refit_epochs  # read on every rank, so that all of them stop together
+        if stop_after is not None and round(state.epoch) >= stop_after:
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs or "train_loss" in logs or not state.is_world_process_zero:

@@ -145,6 +145,7 @@ class BiLSTMCRFTagger(Tagger):
     a frozen encoder's hidden states) -> BiLSTM -> CRF."""
 
     family = "bilstm-crf"
+    epoch_trained = True
     Config = BiLSTMCRFConfig
     runtime_settings = ("precision", "predict_batch_size", "device", "num_threads", "recall_bias")
     former_defaults = {"gazetteer_dim": 0, "ema": 0.0}  # what models and checkpoints saved before these ran with

@@ -300,6 +300,9 @@ def _check_member(directory: str, meta: dict) -> None:
     if selection.get("on") == "dev":
         raise ValueError(f"{directory} was selected on dev; an ensemble of it would be optimistic too. "
                          "Use members selected on validation (kner train's default)")
+    if selection.get("trained_on_validation"):
+        raise ValueError(f"{directory} was refit on train and validation, so weights chosen on validation "
+                         "would favour it. Use the run trained without --refit")
     if selection.get("on") == "nothing" and not selection.get("n_valid"):
         raise ValueError(f"{directory} trained on all of train, validation included, so weights chosen on "
                          "validation would favour it. Use members that held validation out (kner train crf --hold-out)")

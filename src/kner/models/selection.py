@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from ..scoring import score
 from ..types import Example, Span
@@ -19,7 +21,8 @@ log = logging.getLogger("kner")
 
 class EpochSelector:
     """Appends one :class:`EpochRecord` per epoch to ``tagger.history`` and keeps a snapshot of
-    the weights of the epoch with the best held-out F1 (the last epoch without held-out data)."""
+    the weights of the epoch with the best held-out F1 (the last epoch without held-out data).
+    A refit (``tagger.refit_epochs``) stops after that many epochs."""
 
     def __init__(self, tagger: Tagger, valid: Sequence[Example] | None, patience: int | None = None) -> None:
         self.tagger, self.patience = tagger, patience
@@ -59,7 +62,10 @@ class EpochSelector:
 
     @property
     def should_stop(self) -> bool:
-        """True once ``patience`` epochs in a row brought no better held-out F1."""
+        """True once ``patience`` epochs in a row brought no better held-out F1, or once a refit
+        has trained the epochs it was given."""
+        if self.tagger.refit_epochs is not None and len(self.tagger.history) >= self.tagger.refit_epochs:
+            return True
         return bool(self.valid) and self.patience is not None and self.bad_epochs >= self.patience
 
     def state(self) -> dict:
@@ -74,3 +80,37 @@ class EpochSelector:
 def total_seconds(history: Sequence[EpochRecord]) -> float:
     """Wall time of training with its per-epoch scoring."""
     return sum(r.seconds + r.eval_seconds for r in history)
+
+
+def refit(tagger: Tagger, train: Sequence[Example], valid: Sequence[Example]) -> Tagger:
+    """A new tagger trained from scratch on ``train`` and ``valid`` together, repeating what
+    ``tagger.fit(train, valid)`` chose on ``valid``: its best epoch count, and the tuned settings fit
+    wrote into its config (such as bilstm-crf's ``recall_bias``). The learning-rate schedule keeps
+    its length, so the refit follows the chosen run's course with 1/(1 - fraction) more steps an
+    epoch, and keeps its last epoch. Nothing is chosen on data it trains on; the model has seen
+    ``valid``, though, so it cannot be scored there or join an ensemble (``provenance``)."""
+    if tagger.provenance.get("selection", {}).get("on") == "dev":
+        raise ValueError("this run chose its epoch on dev; a refit would train on the sentences it is scored on. "
+                         "Choose on validation (kner train's default) to refit")
+    scored = [r for r in tagger.history if r.valid_f1 is not None]
+    if not tagger.epoch_trained or not scored or not valid:
+        raise ValueError(f"a {tagger.family} run chose no epoch on validation, so there is nothing to refit; "
+                         "refit a bilstm-crf, bert or sllm run trained with a validation split")
+    best = max(scored, key=lambda r: r.valid_f1)  # the first of equals, as EpochSelector keeps
+    config = asdict(tagger.config)
+    if config.get("checkpoint_dir"):  # its own checkpoints, so --resume can resume either run
+        config["checkpoint_dir"] = str(Path(config["checkpoint_dir"]) / "refit")
+    again = type(tagger)(**config)
+    again.refit_epochs = best.epoch
+    log.info("%s refit: %d epochs (chosen on %d validation sentences, F1 %.4f) on %d + %d sentences",
+             tagger.family, best.epoch, len(valid), best.valid_f1, len(train), len(valid))
+    again.fit([*train, *valid], None)
+    chosen = {"epochs": best.epoch, "validation_f1": best.valid_f1, "n_valid": len(valid),
+              "history": [asdict(r) for r in tagger.history]}
+    selection = {**tagger.provenance.get("selection", {}), "trained_on_validation": True,
+                 "n_train": len(train) + len(valid)}
+    selection["note"] = (f"epochs and settings chosen on {len(valid):,} validation sentences held out of train, "
+                         f"then trained again on train and validation together ({len(train) + len(valid):,} "
+                         "sentences); dev not used for selection")
+    again.provenance = {**tagger.provenance, "selection": selection, "refit": chosen}
+    return again

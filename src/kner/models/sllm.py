@@ -100,6 +100,7 @@ class SLLMTagger(Tagger):
     """Generative NER: a causal LM rewrites each sentence with ``<surface:TYPE>`` markup."""
 
     family = "sllm"
+    epoch_trained = True
     Config = SLLMConfig
     runtime_settings = ("precision", "predict_batch_size", "constrained", "draft_tokens", "device", "num_threads")
     # Generation makes each pass over 500 dev sentences take minutes on a CPU.
@@ -356,6 +357,8 @@ class _EpochLog(TrainerCallback):
                                 lambda: {n: p.detach().to("cpu", copy=True) for n, p in tagger.model.named_parameters()
                                          if p.requires_grad})
         tagger.model.train()
+        if tagger.refit_epochs is not None and round(state.epoch) >= tagger.refit_epochs:
+            control.should_training_stop = True
 
 
 # --- constrained vs unconstrained, side by side ---------------------------------------------------

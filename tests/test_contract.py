@@ -9,8 +9,7 @@ import pytest
 import kner
 from conftest import ODD_TEXTS
 from kner import models
-from kner.models.base import EpochRecord
-from kner.models.selection import refit
+from kner.models import EpochRecord, refit
 
 pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
 

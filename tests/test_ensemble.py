@@ -117,7 +117,8 @@ def test_a_member_that_saw_the_validation_or_was_chosen_on_dev_is_refused(tmp_pa
     meta = json.loads((tmp_path / "b" / "kner.json").read_text(encoding="utf-8"))
     meta["provenance"] = {"selection": selection}
     (tmp_path / "b" / "kner.json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.raises(ValueError, match="b (was selected on dev|trained on all of train|was refit on train and validation)"):
+    refused = "b (was selected on dev|trained on all of train|was refit on train and validation)"
+    with pytest.raises(ValueError, match=refused):
         EnsembleTagger(members=f"{tmp_path / 'a'},{tmp_path / 'b'}").fit([], overfit_examples)
     with pytest.raises(ValueError, match="at least two"):
         EnsembleTagger(members=str(tmp_path / "a")).fit([], overfit_examples)

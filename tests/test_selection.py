@@ -229,7 +229,8 @@ def test_kner_train_refit_trains_again_on_validation_too_and_the_run_says_so(klu
     tiny = ["--char-dim", "16", "--bigram-dim", "8", "--eojeol-dim", "4", "--kiwi-dim", "4", "--kiwi-vectors", "4",
             "--kiwi-vocab", "100", "--hidden", "16", "--max-epochs", "3", "--device", "cpu"]
     out, data = tmp_path / "run", ["--data", str(klue_dir)]
-    main(["train", "bilstm-crf", *data, "--out", str(out), "--train-limit", "300", "--dev-limit", "30", *tiny, "--refit"])
+    main(["train", "bilstm-crf", *data, "--out", str(out), "--train-limit", "300", "--dev-limit", "30", *tiny,
+          "--refit"])
     meta = json.loads((out / "kner.json").read_text(encoding="utf-8"))
     chosen = meta["provenance"]["refit"]
     best = max(chosen["history"], key=lambda r: r["valid_f1"])

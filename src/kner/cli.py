@@ -18,7 +18,6 @@ from . import analysis_report, models, stream
 from . import recipe as krecipe
 from .distributed import is_main_process
 from .extras import MissingExtraError, needs_extra
-from .models.selection import refit
 from .scoring import Scores, score
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -193,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.refit:  # the held-out run is scored on dev too, to report what the refit bought; it chooses nothing
         if is_main_process():
             extra["before_refit"] = _metrics(score(dev, tagger.predict([ex.text for ex in dev])))
-        tagger = refit(tagger, splits.train, splits.valid)
+        tagger = models.refit(tagger, splits.train, splits.valid)
     if not is_main_process():
         return
     scores = score(dev, tagger.predict([ex.text for ex in dev]))

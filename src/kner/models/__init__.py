@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..extras import MissingExtraError, needs_extra
 from .base import EpochRecord, ModelDirError, Tagger, read_meta
+from .selection import refit
 
 _FAMILIES = {
     "crf": "kner.models.crf:CRFTagger",
@@ -44,4 +45,4 @@ def load(directory: str | Path, **overrides) -> Tagger:
     return get(family).from_meta(Path(directory), meta, overrides)
 
 
-__all__ = ["EpochRecord", "MissingExtraError", "ModelDirError", "Tagger", "get", "load", "names", "read_meta"]
+__all__ = ["EpochRecord", "MissingExtraError", "ModelDirError", "Tagger", "get", "load", "names", "read_meta", "refit"]

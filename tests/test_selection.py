@@ -141,6 +141,7 @@ def test_a_held_out_fraction_is_read_from_the_rule_of_older_runs_or_refused():
 
 class _Tagger(SimpleNamespace):
     family = "fake"
+    refit_epochs = None  # as on every Tagger: None unless a refit set the epoch count
 
 
 def test_selector_keeps_the_best_held_out_epoch_stops_on_patience_and_never_chooses_on_monitor():
@@ -164,6 +165,15 @@ def test_without_held_out_examples_the_last_epoch_is_kept_and_training_never_sto
     for epoch in (1, 2, 3):
         selector.end_epoch(epoch, 1.0, 0.5, lambda role: [], lambda: {"epoch": epoch})
     assert selector.best_state == {"epoch": 3} and not selector.should_stop
+
+
+def test_a_refit_stops_after_the_epochs_it_was_given_even_without_held_out_examples():
+    selector = EpochSelector(_Tagger(history=[], monitor=[], refit_epochs=2), None, patience=None)
+    epoch = 0
+    while not selector.should_stop and epoch < 5:
+        epoch += 1
+        selector.end_epoch(epoch, 1.0, 0.5, lambda role: [], lambda: {"epoch": epoch})
+    assert epoch == 2 and selector.best_state == {"epoch": 2}  # the last epoch trained is kept
 
 
 @pytest.mark.slow

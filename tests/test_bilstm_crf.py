@@ -10,7 +10,7 @@ import torch
 import kner
 from conftest import ODD_TEXTS
 from kner.align import bio_labels
-from kner.models import bilstm_crf
+from kner.models import bilstm_crf, refit
 from kner.models.bilstm_crf import BiLSTMCRFTagger
 from kner.models.bilstm_inputs import CLASSES, GAZ, LEX, MORPH, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
@@ -226,6 +226,30 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, overfit_exampl
         assert torch.equal(a, b), name
     texts = [ex.text for ex in train] + ODD_TEXTS
     assert resumed.predict(texts) == straight.predict(texts)
+
+
+def test_an_interrupted_refit_resumes_from_its_own_checkpoints_to_the_same_model(tmp_path, overfit_examples,
+                                                                                  monkeypatch, caplog):
+    train, valid = overfit_examples, overfit_examples[:3]  # seen in training, so validation F1 climbs
+    cfg = dict(TINY, lr=0.1, max_epochs=8, patience=8, checkpoint_dir=str(tmp_path / "run"))
+    chosen = BiLSTMCRFTagger(**cfg).fit(train, valid)
+    straight = refit(chosen, train, valid)
+    assert straight.refit_epochs >= 3  # so the interruption below falls inside the refit
+
+    with monkeypatch.context() as m:
+        _interrupt_after(m, epoch=2)
+        with pytest.raises(KeyboardInterrupt):
+            refit(chosen, train, valid)
+    # kner train --resume: the finished first run resumes to its end, then the refit from its own checkpoint
+    with caplog.at_level("INFO", logger="kner"):
+        resumed = refit(BiLSTMCRFTagger(**cfg, resume=True).fit(train, valid), train, valid)
+
+    refit_ckpt = tmp_path / "run" / "refit" / bilstm_crf.CHECKPOINT_FILE
+    assert f"resumed from {refit_ckpt} after epoch 2" in caplog.text  # continued, not started over
+    assert len(resumed.history) == len(straight.history) == straight.refit_epochs
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
+    for (name, a), (_, b) in zip(straight.net.state_dict().items(), resumed.net.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_weight_averaging_keeps_the_average_of_the_same_training_trajectory(overfit_examples):

@@ -271,6 +271,21 @@ def test_bad_settings_and_labels_are_refused_with_the_fix(request, tmp_path):
         builder.make(tmp_path, request).predict(["이순신"])
 
 
+def test_resume_refuses_a_checkpoint_of_other_settings_or_without_kners_state_with_the_fix(request, tmp_path):
+    from kner.models.trainer_checkpoints import SELECTOR_FILE
+
+    folder = str(tmp_path / "checkpoints")
+    builder.make(tmp_path, request, epochs=1, checkpoint_dir=folder).fit(OVERFIT)
+    with pytest.raises(ValueError, match=r"other settings \(lr\); resume with the same config"):
+        builder.make(tmp_path, request, epochs=1, lr=1e-3, checkpoint_dir=folder, resume=True).fit(OVERFIT)
+    last = next((tmp_path / "checkpoints").glob("checkpoint-*"))
+    (last / SELECTOR_FILE).unlink()  # as if stopped between the Trainer's save and kner's
+    with pytest.raises(ValueError, match=f"{last} has no {SELECTOR_FILE}.*delete {last} to start over"):
+        builder.make(tmp_path, request, epochs=1, checkpoint_dir=folder, resume=True).fit(OVERFIT)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        builder.make(tmp_path, request, resume=True).fit(OVERFIT)
+
+
 def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_dir):
     """The plain `kner train bert` command under torchrun: 2 CPU processes (gloo), global batch 8
     split 4 + 4, rank 0 alone scores dev and saves."""

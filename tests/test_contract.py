@@ -101,3 +101,75 @@ def test_a_refit_trains_on_train_and_validation_for_the_epoch_count_chosen_there
     settled = {k: v for k, v in dataclasses.asdict(chosen.config).items() if v is not None and k != "checkpoint_dir"}
     assert {k: getattr(again.config, k) for k in settled} == settled  # what fit chose carries over
     assert again.provenance["refit"]["epochs"] == 2 and again.provenance["selection"]["trained_on_validation"]
+
+
+RESUMABLE = [n for n in models.names() if "resume" in {f.name for f in dataclasses.fields(models.get(n).Config)}]
+
+
+def four_epochs(family: str, tmp_path, request, folder: str, **settings):
+    """The family's tiny model, set to train four epochs with checkpoints in ``tmp_path/folder``."""
+    config = tiny_model(family, tmp_path, request).config
+    epochs = "max_epochs" if hasattr(config, "max_epochs") else "epochs"
+    return models.get(family)(dataclasses.replace(config, **{epochs: 4, "checkpoint_dir": str(tmp_path / folder)},
+                                                  **settings))
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
+    """Stop training (as Ctrl-C would) when ``epoch`` ends, before its checkpoint is written."""
+    from kner.models.selection import EpochSelector
+
+    end_epoch = EpochSelector.end_epoch
+
+    def interrupted(self, at, *args, **kwargs):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return end_epoch(self, at, *args, **kwargs)
+
+    monkeypatch.setattr(EpochSelector, "end_epoch", interrupted)
+
+
+@pytest.mark.parametrize("family, setting", [pytest.param(f, {}, id=f) for f in RESUMABLE]
+                         + [pytest.param("sllm", {"lora": True}, id="sllm-lora")])
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_model_an_uninterrupted_run_trains(
+        family, setting, tmp_path, request, overfit_examples, monkeypatch, caplog):
+    train, valid = overfit_examples, overfit_examples[:3]
+    straight = four_epochs(family, tmp_path, request, "straight", **setting).fit(train, valid)
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            four_epochs(family, tmp_path, request, "stopped", **setting).fit(train, valid)
+    with caplog.at_level("INFO", logger="kner"):
+        resumed = four_epochs(family, tmp_path, request, "stopped", resume=True, **setting).fit(train, valid)
+
+    assert f"{family} resumed from {tmp_path / 'stopped'}" in caplog.text and "after epoch 2" in caplog.text
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    assert [(r.train_loss, r.valid_f1) for r in resumed.history] == [(r.train_loss, r.valid_f1) for r in straight.history]
+    texts = [ex.text for ex in train] + ODD_TEXTS
+    assert resumed.predict(texts) == straight.predict(texts)
+
+
+@pytest.mark.parametrize("family", RESUMABLE)
+def test_an_interrupted_refit_resumes_from_its_own_checkpoint_and_a_finished_one_trains_no_more(
+        family, tmp_path, request, overfit_examples, monkeypatch, caplog):
+    def chosen(folder: str, **settings):  # as if fit had chosen epoch 3 of 4 on validation
+        tagger = four_epochs(family, tmp_path, request, folder, **settings)
+        tagger.history = [EpochRecord(e, 1.0, 1.0 / e, f1) for e, f1 in enumerate((0.5, 0.6, 0.8, 0.7), 1)]
+        tagger.provenance = {"selection": {"on": "validation", "n_valid": 2}}
+        return tagger
+
+    train, valid = overfit_examples[:3], overfit_examples[3:]
+    straight = refit(chosen("straight"), train, valid)
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            refit(chosen("stopped"), train, valid)
+    texts = [ex.text for ex in overfit_examples] + ODD_TEXTS
+    for finished_epochs in (1, 3):  # resumed mid-refit, then resumed again once finished
+        caplog.clear()
+        with caplog.at_level("INFO", logger="kner"):
+            resumed = refit(chosen("stopped", resume=True), train, valid)
+        assert f"resumed from {tmp_path / 'stopped' / 'refit'}" in caplog.text
+        assert f"after epoch {finished_epochs}" in caplog.text
+        assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
+        assert len(resumed.history) == 3
+        assert resumed.predict(texts) == straight.predict(texts)

@@ -32,7 +32,7 @@ from ..align import (best_valid_iob2, bio_labels, bio_to_spans, bridge_uncovered
 from ..distributed import is_main_process, world_size
 from ..morphology import morpheme_starts
 from ..types import Example, Span
-from . import hf_common, vocab_trim
+from . import hf_common, trainer_checkpoints, vocab_trim
 from .base import Tagger
 from .selection import EpochSelector, total_seconds
 
@@ -90,6 +90,10 @@ class BertTaggerConfig:
     """cpu, cuda, or auto (cuda when available; each torchrun rank takes its LOCAL_RANK GPU)."""
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
+    checkpoint_dir: str | None = None
+    """Save a resumable checkpoint here after every epoch (only the newest is kept); None = none."""
+    resume: bool = False
+    """Continue from checkpoint_dir's newest checkpoint if there is one (same result as uninterrupted)."""
 
 
 # --- encoding: texts -> subword windows -------------------------------------------------------
@@ -338,20 +342,22 @@ class BertTagger(Tagger):
             if cfg.freeze_embeddings:
                 self.model.get_input_embeddings().weight.requires_grad_(False)
             per_device = max(1, cfg.batch_size // world_size())
+            selector = EpochSelector(self, valid)
+            resume_from = trainer_checkpoints.resume(self, selector)
             with tempfile.TemporaryDirectory(prefix="kner-bert-") as tmp:
                 args = TrainingArguments(
-                    output_dir=tmp, per_device_train_batch_size=per_device, learning_rate=cfg.lr,
-                    num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                    lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="epoch", eval_strategy="no",
-                    save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
+                    **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=per_device,
+                    learning_rate=cfg.lr, num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio,
+                    weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="epoch",
+                    eval_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
                     fp16=self.train_precision == "fp16", bf16=self.train_precision == "bf16",
                     train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                     ddp_find_unused_parameters=False, disable_tqdm=not is_main_process())
-                selector = EpochSelector(self, valid)
                 trainer = Trainer(model=self.model, args=args, train_dataset=items, processing_class=tokenizer,
                                   data_collator=DataCollatorForTokenClassification(tokenizer),
-                                  callbacks=[_EpochLog(self, selector)])
-                trainer.train()
+                                  callbacks=[_EpochLog(self, selector), trainer_checkpoints.SaveSelector(selector)])
+                if not selector.should_stop:  # a finished refit's last checkpoint leaves nothing to train
+                    trainer.train(resume_from_checkpoint=resume_from)
             if selector.best_state is not None:
                 self.model.load_state_dict(selector.best_state)
         self.model.eval()

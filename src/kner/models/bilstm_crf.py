@@ -31,7 +31,7 @@ from .bilstm_inputs import Vocab, ppmi_vectors
 from .bilstm_network import Network
 from .context_features import ENCODER2_DIR, ENCODER_DIR, ContextEncoder
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
-from .selection import EpochSelector, total_seconds
+from .selection import EpochSelector, check_resumable, learned_config, total_seconds
 
 log = logging.getLogger(__name__)
 
@@ -419,18 +419,13 @@ class BiLSTMCRFTagger(Tagger):
         return best
 
     # --- checkpoints ------------------------------------------------------------------------
-    def _learned_config(self) -> dict:
-        """The settings a resumed run must share with the interrupted one."""
-        skip = {*self.runtime_settings, "checkpoint_dir", "resume"}
-        return {k: v for k, v in asdict(self.config).items() if k not in skip}
-
     def _checkpoint(self, path: Path, epoch: int, selector: EpochSelector, optimizer, scheduler,
                     gen: torch.Generator, ema: AveragedModel | None) -> None:
         """Everything a resumed run needs to continue exactly where this one is now."""
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = {
             "epoch": epoch, **selector.state(),
-            "config": self._learned_config(),
+            "config": learned_config(self),
             "model": self.net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "shuffle_rng": gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -445,12 +440,7 @@ class BiLSTMCRFTagger(Tagger):
                  ema: AveragedModel | None) -> int:
         """Load the interrupted run's state; the number of the last epoch it finished."""
         blob = torch.load(path, map_location=self.device, weights_only=True)
-        # A setting newer than the checkpoint ran at its default then (former_defaults where that changed).
-        mine, default = self._learned_config(), asdict(BiLSTMCRFConfig()) | self.former_defaults
-        diff = sorted(k for k in mine if blob["config"].get(k, default[k]) != mine[k])
-        if diff:
-            raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "
-                             "resume with the same config or use a fresh checkpoint_dir")
+        check_resumable(self, blob["config"], path)
         self.net.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])

@@ -77,6 +77,22 @@ class EpochSelector:
         self.tagger.history = list(history)
 
 
+def learned_config(tagger: Tagger) -> dict:
+    """The settings a resumed run must share with the interrupted one (runtime ones may differ)."""
+    skip = {*tagger.runtime_settings, "checkpoint_dir", "resume"}
+    return {k: v for k, v in asdict(tagger.config).items() if k not in skip}
+
+
+def check_resumable(tagger: Tagger, saved: dict, path: Path) -> None:
+    """Refuse a checkpoint whose ``saved`` :func:`learned_config` differs from ``tagger``'s. A setting
+    newer than the checkpoint ran at its default then (``former_defaults`` where that changed)."""
+    mine, default = learned_config(tagger), asdict(type(tagger.config)()) | tagger.former_defaults
+    diff = sorted(k for k in mine if saved.get(k, default[k]) != mine[k])
+    if diff:
+        raise ValueError(f"{path} was written with other settings ({', '.join(diff)}); "
+                         "resume with the same config or use a fresh checkpoint_dir")
+
+
 def total_seconds(history: Sequence[EpochRecord]) -> float:
     """Wall time of training with its per-epoch scoring."""
     return sum(r.seconds + r.eval_seconds for r in history)

@@ -33,7 +33,7 @@ from transformers import Trainer, TrainerCallback
 from ..align import to_markup
 from ..scoring import score
 from ..types import Example, Span
-from . import hf_common
+from . import hf_common, trainer_checkpoints
 from .base import Tagger
 from .selection import EpochSelector, total_seconds
 from .sllm_decode import MarkupAutomaton, TokenTable, chunks, greedy, read_output
@@ -94,6 +94,10 @@ class SLLMConfig:
     """cpu, cuda or auto."""
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
+    checkpoint_dir: str | None = None
+    """Save a resumable checkpoint here after every epoch (only the newest is kept); None = none."""
+    resume: bool = False
+    """Continue from checkpoint_dir's newest checkpoint if there is one (same result as uninterrupted)."""
 
 
 class SLLMTagger(Tagger):
@@ -235,20 +239,23 @@ class SLLMTagger(Tagger):
             tokenizer, model = self._load_base()
             self._attach(tokenizer, self._with_lora(model) if cfg.lora else model)
             items = self._features(train)
+            selector = EpochSelector(self, valid)
+            resume_from = trainer_checkpoints.resume(self, selector)
             with tempfile.TemporaryDirectory(prefix="kner-sllm-") as tmp:
                 args = TrainingArguments(
-                    output_dir=tmp, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
-                    num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                    lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="no", eval_strategy="no",
-                    save_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
+                    **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=cfg.batch_size,
+                    learning_rate=cfg.lr, num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio,
+                    weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="no",
+                    eval_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
                     fp16=self.precision == "fp16", bf16=self.precision == "bf16", remove_unused_columns=False,
                     train_sampling_strategy="group_by_length", disable_tqdm=False)
-                selector = EpochSelector(self, valid)
                 epochs = _EpochLog(self, selector)
                 trainer = _TargetOnlyTrainer(model=self.model, args=args, train_dataset=items,
-                                             data_collator=_LeftPadCollator(self.pad_id), callbacks=[epochs])
+                                             data_collator=_LeftPadCollator(self.pad_id),
+                                             callbacks=[epochs, trainer_checkpoints.SaveSelector(selector)])
                 epochs.trainer = trainer
-                trainer.train()
+                if not selector.should_stop:  # a finished refit's last checkpoint leaves nothing to train
+                    trainer.train(resume_from_checkpoint=resume_from)
             if selector.best_state is not None:
                 self.model.load_state_dict(selector.best_state, strict=False)
         self.model.eval()

@@ -91,7 +91,8 @@ class BertTaggerConfig:
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
     checkpoint_dir: str | None = None
-    """Save a resumable checkpoint here after every epoch (only the newest is kept); None = none."""
+    """Save a resumable checkpoint here after every epoch (only the newest is kept); None or '' = none.
+    kner train sets OUT/checkpoints."""
     resume: bool = False
     """Continue from checkpoint_dir's newest checkpoint if there is one (same result as uninterrupted)."""
 

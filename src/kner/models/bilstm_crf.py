@@ -135,7 +135,7 @@ class BiLSTMCRFConfig:
     num_threads: int = 0
     """torch CPU threads during fit/predict; 0 = torch's default."""
     checkpoint_dir: str | None = None
-    """Write a resumable checkpoint here after every epoch; None = no checkpoints."""
+    """Save a resumable checkpoint here after every epoch; None or '' = none. kner train sets OUT/checkpoints."""
     resume: bool = False
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
 

@@ -188,3 +188,16 @@ def test_compare_decoding_runs_only_the_decodings_asked_for(trained):
     assert "constrained, per-token" not in report and "unconstrained" not in report
     assert report["constrained, one-pass verification"]["batch_size"] == 2
     assert report["constrained, one-pass verification"]["probe_seconds"] == {}  # one batch size: nothing to probe
+
+
+def test_a_run_its_time_budget_stopped_is_finished_and_resuming_it_trains_no_more(request, tmp_path, caplog):
+    folder = str(tmp_path / "checkpoints")
+    stopped = builder.make(tmp_path, request, epochs=3, max_train_minutes=1e-9, checkpoint_dir=folder).fit(OVERFIT)
+    assert [r.epoch for r in stopped.history] == [1]  # one step is one epoch here, and the budget ends it
+    with caplog.at_level("INFO", logger="kner"):
+        resumed = builder.make(tmp_path, request, epochs=3, max_train_minutes=1e-9, checkpoint_dir=folder,
+                               resume=True).fit(OVERFIT)
+    assert "after epoch 1" in caplog.text
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in stopped.history]
+    texts = [ex.text for ex in OVERFIT]
+    assert resumed.predict(texts) == stopped.predict(texts)

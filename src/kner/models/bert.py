@@ -344,7 +344,7 @@ class BertTagger(Tagger):
                 self.model.get_input_embeddings().weight.requires_grad_(False)
             per_device = max(1, cfg.batch_size // world_size())
             selector = EpochSelector(self, valid)
-            resume_from = trainer_checkpoints.resume(self, selector)
+            resume_from, finished = trainer_checkpoints.resume(self, selector)
             with tempfile.TemporaryDirectory(prefix="kner-bert-") as tmp:
                 args = TrainingArguments(
                     **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=per_device,
@@ -357,7 +357,7 @@ class BertTagger(Tagger):
                 trainer = Trainer(model=self.model, args=args, train_dataset=items, processing_class=tokenizer,
                                   data_collator=DataCollatorForTokenClassification(tokenizer),
                                   callbacks=[_EpochLog(self, selector), trainer_checkpoints.SaveSelector(selector)])
-                if not selector.should_stop:  # a finished refit's last checkpoint leaves nothing to train
+                if not finished:
                     trainer.train(resume_from_checkpoint=resume_from)
             if selector.best_state is not None:
                 self.model.load_state_dict(selector.best_state)

@@ -241,7 +241,7 @@ class SLLMTagger(Tagger):
             self._attach(tokenizer, self._with_lora(model) if cfg.lora else model)
             items = self._features(train)
             selector = EpochSelector(self, valid)
-            resume_from = trainer_checkpoints.resume(self, selector)
+            resume_from, finished = trainer_checkpoints.resume(self, selector)
             with tempfile.TemporaryDirectory(prefix="kner-sllm-") as tmp:
                 args = TrainingArguments(
                     **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=cfg.batch_size,
@@ -255,7 +255,7 @@ class SLLMTagger(Tagger):
                                              data_collator=_LeftPadCollator(self.pad_id),
                                              callbacks=[epochs, trainer_checkpoints.SaveSelector(selector)])
                 epochs.trainer = trainer
-                if not selector.should_stop:  # a finished refit's last checkpoint leaves nothing to train
+                if not finished:
                     trainer.train(resume_from_checkpoint=resume_from)
             if selector.best_state is not None:
                 self.model.load_state_dict(selector.best_state, strict=False)

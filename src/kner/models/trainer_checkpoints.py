@@ -33,17 +33,19 @@ def trainer_settings(tagger: Tagger, scratch: str) -> dict:
     return {"output_dir": folder, "save_strategy": "epoch", "save_total_limit": 1}
 
 
-def resume(tagger: Tagger, selector: EpochSelector) -> str | None:
-    """With ``resume`` set: restore ``selector`` from the newest checkpoint in ``checkpoint_dir`` and
-    return that checkpoint for ``Trainer.train(resume_from_checkpoint=...)``; None when there is none."""
+def resume(tagger: Tagger, selector: EpochSelector) -> tuple[str | None, bool]:
+    """With ``resume`` set: restore ``selector`` from the newest checkpoint in ``checkpoint_dir``.
+    Returns that checkpoint for ``Trainer.train(resume_from_checkpoint=...)`` (None when there is
+    none) and whether the run had already finished there (its epochs, a refit's count or the time
+    budget), so that nothing is left to train."""
     cfg = tagger.config
     if not cfg.resume:
-        return None
+        return None, False
     if not cfg.checkpoint_dir:
         raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
     last = get_last_checkpoint(cfg.checkpoint_dir) if Path(cfg.checkpoint_dir).is_dir() else None
     if last is None:
-        return None
+        return None, False
     path = Path(last) / SELECTOR_FILE
     if not path.is_file():  # the run stopped between the Trainer's save and ours
         raise ValueError(f"{last} has no {SELECTOR_FILE}, so it cannot be resumed; delete {last} to start over")
@@ -51,7 +53,7 @@ def resume(tagger: Tagger, selector: EpochSelector) -> str | None:
     check_resumable(tagger, blob["config"], path)
     selector.restore(blob, [EpochRecord.from_dict(r) for r in blob["history"]])
     log.info("%s resumed from %s after epoch %d", tagger.family, last, len(tagger.history))
-    return last
+    return last, blob["finished"]
 
 
 class SaveSelector(TrainerCallback):
@@ -65,6 +67,7 @@ class SaveSelector(TrainerCallback):
             return
         tagger = self.selector.tagger
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / SELECTOR_FILE
-        blob = {**self.selector.state(), "config": learned_config(tagger), "history": [asdict(r) for r in tagger.history]}
+        blob = {**self.selector.state(), "config": learned_config(tagger), "finished": control.should_training_stop,
+                "history": [asdict(r) for r in tagger.history]}
         torch.save(blob, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)  # atomic: never a half-written state

@@ -73,7 +73,8 @@ class SLLMConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_train_minutes: float = 0.0
-    """Stop training after this many minutes (the epoch under way is cut short and scored); 0 = no limit."""
+    """Stop training after this many minutes (the epoch under way is cut short and scored; a run the budget
+    stopped is finished, and resuming it trains no more); 0 = no limit."""
     eval_limit: int = 200
     """Validation sentences decoded after each epoch to pick the best epoch; 0 skips it."""
     constrained: bool = True

@@ -1,4 +1,4 @@
-"""Shared fixtures: KLUE data from $KNER_DATA or ../shared (never copied into the repo) and tiny sentences."""
+"""Shared fixtures and helpers: KLUE data (never copied into the repo), tiny sentences, an interrupted run."""
 from __future__ import annotations
 
 import os
@@ -72,3 +72,17 @@ ODD_TEXTS = [
     "\x00\x07제어\t문자\n줄바꿈",
     "가나다 " * 300,  # 1,200 characters: longer than a BERT window
 ]
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
+    """Stop training (as Ctrl-C would) when ``epoch`` ends, before its checkpoint is written."""
+    from kner.models.selection import EpochSelector
+
+    end_epoch = EpochSelector.end_epoch
+
+    def interrupted(self, at, *args, **kwargs):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return end_epoch(self, at, *args, **kwargs)
+
+    monkeypatch.setattr(EpochSelector, "end_epoch", interrupted)

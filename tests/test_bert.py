@@ -282,24 +282,28 @@ def test_resume_refuses_a_checkpoint_of_other_settings_or_without_kners_state_wi
     (last / SELECTOR_FILE).unlink()  # as if stopped between the Trainer's save and kner's
     with pytest.raises(ValueError, match=f"{last} has no {SELECTOR_FILE}.*delete {last} to start over"):
         builder.make(tmp_path, request, epochs=1, checkpoint_dir=folder, resume=True).fit(OVERFIT)
-    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
-        builder.make(tmp_path, request, resume=True).fit(OVERFIT)
 
 
-def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_dir):
-    """The plain `kner train bert` command under torchrun: 2 CPU processes (gloo), global batch 8
-    split 4 + 4, rank 0 alone scores dev and saves."""
+def torchrun_kner_train(request, tmp_path, klue_dir, out: str, *flags: str, script: Path | None = None):
+    """`kner train bert` (or ``script``, which stands in for the kner command) under torchrun: 2 CPU
+    processes (gloo), global batch 8 split 4 + 4, two epochs. Returns the run and each rank's logs."""
     torchrun = Path(sys.executable).with_name("torchrun")
     kner_cli = Path(sys.executable).with_name("kner")
     if not (torchrun.is_file() and kner_cli.is_file()):
         pytest.skip("torchrun or the kner script is not installed beside this python")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info"}
-    cmd = [str(torchrun), "--nproc_per_node=2", "--log-dir", str(tmp_path / "logs"), "--redirects", "3",
-           str(kner_cli), "train", "bert", "--data", str(klue_dir), "--train-limit", "48", "--dev-limit", "8",
-           "--out", str(tmp_path / "run"), "--base-model", str(builder.base_model(request)), "--epochs", "2",
-           "--batch-size", "8", "--max-length", "32", "--stride", "8", "--device", "cpu"]
+    logs_dir = tmp_path / "logs" / " ".join([out, *flags])  # torchrun's logs of this run alone
+    cmd = [str(torchrun), "--nproc_per_node=2", "--log-dir", str(logs_dir), "--redirects", "3",
+           str(script or kner_cli), "train", "bert", "--data", str(klue_dir), "--train-limit", "48", "--dev-limit", "8",
+           "--out", str(tmp_path / out), "--base-model", str(builder.base_model(request)), "--epochs", "2",
+           "--batch-size", "8", "--max-length", "32", "--stride", "8", "--device", "cpu", *flags]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    logs = {p.parent.name + "/" + p.name: p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*.log")}
+    return done, {p.parent.name + "/" + p.name: p.read_text(errors="replace") for p in logs_dir.rglob("*.log")}
+
+
+def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_dir):
+    """The plain `kner train bert` command under torchrun; rank 0 alone scores dev and saves."""
+    done, logs = torchrun_kner_train(request, tmp_path, klue_dir, "run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in logs["0/stderr.log"]
     assert "Instantaneous batch size per device = 4" in logs["0/stderr.log"]
@@ -308,6 +312,27 @@ def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_
     assert [r.epoch for r in tagger.history] == [1, 2]
     assert len(tagger.predict(["이순신 장군"])) == 1
     shutil.rmtree(tmp_path / "run")
+
+
+def test_an_interrupted_data_parallel_run_resumes_to_the_model_an_uninterrupted_one_trains(request, tmp_path, klue_dir):
+    interrupted = tmp_path / "interrupted_kner.py"  # the kner command, stopped (as by Ctrl-C) when epoch 2 ends
+    interrupted.write_text(
+        "import sys\nfrom kner.cli import main\nfrom kner.models.selection import EpochSelector\n"
+        "end_epoch = EpochSelector.end_epoch\n"
+        "def stop(self, at, *args, **kwargs):\n"
+        "    if at == 2:\n        raise KeyboardInterrupt\n    return end_epoch(self, at, *args, **kwargs)\n"
+        "EpochSelector.end_epoch = stop\nsys.exit(main())\n")
+    straight, _ = torchrun_kner_train(request, tmp_path, klue_dir, "straight")
+    stopped, _ = torchrun_kner_train(request, tmp_path, klue_dir, "stopped", script=interrupted)
+    resumed, logs = torchrun_kner_train(request, tmp_path, klue_dir, "stopped", "--resume")
+    assert straight.returncode == 0 and stopped.returncode != 0, stopped.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "after epoch 1" in logs["0/stderr.log"] + logs["0/stdout.log"]
+    one, two = kner.load(tmp_path / "straight"), kner.load(tmp_path / "stopped")
+    assert [(r.epoch, r.train_loss, r.valid_f1) for r in two.history] == [
+        (r.epoch, r.train_loss, r.valid_f1) for r in one.history]
+    texts = ["이순신 장군은 조선 시대의 명장이다.", *ODD_TEXTS]
+    assert two.predict(texts) == one.predict(texts)
 
 
 def test_speed_comparison_runs_both_on_the_same_texts_and_compares_spans(trained):

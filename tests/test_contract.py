@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 import kner
-from conftest import ODD_TEXTS
+from conftest import ODD_TEXTS, interrupt_in_epoch
 from kner import models
 from kner.models import EpochRecord, refit
 
@@ -114,18 +114,14 @@ def four_epochs(family: str, tmp_path, request, folder: str, **settings):
                                                   **settings))
 
 
-def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
-    """Stop training (as Ctrl-C would) when ``epoch`` ends, before its checkpoint is written."""
-    from kner.models.selection import EpochSelector
-
-    end_epoch = EpochSelector.end_epoch
-
-    def interrupted(self, at, *args, **kwargs):
-        if at == epoch:
-            raise KeyboardInterrupt
-        return end_epoch(self, at, *args, **kwargs)
-
-    monkeypatch.setattr(EpochSelector, "end_epoch", interrupted)
+@pytest.mark.parametrize("family", RESUMABLE)
+def test_resume_without_a_checkpoint_dir_is_refused_with_the_fix_before_training(family, tmp_path, request,
+                                                                                 overfit_examples):
+    tagger = tiny_model(family, tmp_path, request)
+    tagger = models.get(family)(dataclasses.replace(tagger.config, resume=True, checkpoint_dir=None))
+    with pytest.raises(ValueError, match=r"^resume=True needs checkpoint_dir \(the folder the interrupted run wrote\)$"):
+        tagger.fit(overfit_examples, overfit_examples[:3])
+    assert tagger.history == []
 
 
 @pytest.mark.parametrize("family, setting", [pytest.param(f, {}, id=f) for f in RESUMABLE]

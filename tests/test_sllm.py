@@ -8,7 +8,7 @@ import pytest
 
 import kner
 from builders import sllm as builder
-from conftest import OVERFIT
+from conftest import OVERFIT, interrupt_in_epoch
 from kner.align import parse_markup, to_markup
 from kner.models.sllm import SLLMTagger, compare_decoding
 from kner.models.sllm_decode import MarkupAutomaton, TokenTable, chunks, greedy, read_output
@@ -201,3 +201,20 @@ def test_a_run_its_time_budget_stopped_is_finished_and_resuming_it_trains_no_mor
     assert [r.train_loss for r in resumed.history] == [r.train_loss for r in stopped.history]
     texts = [ex.text for ex in OVERFIT]
     assert resumed.predict(texts) == stopped.predict(texts)
+
+
+def test_a_resumed_run_counts_the_time_its_checkpoint_epochs_took_against_its_time_budget(request, tmp_path, monkeypatch):
+    import torch
+
+    from kner.models.trainer_checkpoints import SELECTOR_FILE
+
+    settings = dict(epochs=4, max_train_minutes=60.0, checkpoint_dir=str(tmp_path / "checkpoints"))
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            builder.make(tmp_path, request, **settings).fit(OVERFIT)
+    path = next((tmp_path / "checkpoints").glob("checkpoint-*")) / SELECTOR_FILE
+    blob = torch.load(path, weights_only=True)  # as if its two epochs had taken 40 minutes each
+    torch.save({**blob, "history": [{**r, "seconds": 2400.0} for r in blob["history"]]}, path)
+    resumed = builder.make(tmp_path, request, resume=True, **settings).fit(OVERFIT)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]  # epoch 3's one step passes the budget and ends the run

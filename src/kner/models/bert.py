@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
@@ -345,9 +344,9 @@ class BertTagger(Tagger):
             per_device = max(1, cfg.batch_size // world_size())
             selector = EpochSelector(self, valid)
             resume_from, finished = trainer_checkpoints.resume(self, selector)
-            with tempfile.TemporaryDirectory(prefix="kner-bert-") as tmp:
+            with trainer_checkpoints.trainer_settings(self) as saving:
                 args = TrainingArguments(
-                    **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=per_device,
+                    **saving, per_device_train_batch_size=per_device,
                     learning_rate=cfg.lr, num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio,
                     weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="epoch",
                     eval_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",

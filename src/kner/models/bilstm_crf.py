@@ -31,7 +31,7 @@ from .bilstm_inputs import Vocab, ppmi_vectors
 from .bilstm_network import Network
 from .context_features import ENCODER2_DIR, ENCODER_DIR, ContextEncoder
 from .hf_common import autocast, check_precision, pick_device, pick_precision, threads
-from .selection import EpochSelector, check_resumable, learned_config, total_seconds
+from .selection import EpochSelector, check_resumable, learned_config, resuming, total_seconds
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +318,7 @@ class BiLSTMCRFTagger(Tagger):
         cfg, device = self.config, self.device
         if not train:
             raise ValueError("fit needs at least one non-empty training example")
-        if cfg.resume and not cfg.checkpoint_dir:
-            raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
+        resume = resuming(cfg)  # refused before minutes of Kiwi analysis
         torch.manual_seed(cfg.seed)
         if cfg.ema is None:  # resolved first, so the model and its checkpoints record the decay used
             cfg.ema = 0.999 if len(train) >= EMA_MIN_SENTENCES else 0.0
@@ -368,7 +367,7 @@ class BiLSTMCRFTagger(Tagger):
         gen = torch.Generator().manual_seed(cfg.seed)
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
         first = 1
-        if cfg.resume and ckpt.is_file():
+        if resume and ckpt.is_file():
             first = self._restore(ckpt, selector, optimizer, scheduler, gen, ema) + 1
         for epoch in range(first, cfg.max_epochs + 1):
             if selector.should_stop:

@@ -83,6 +83,13 @@ def learned_config(tagger: Tagger) -> dict:
     return {k: v for k, v in asdict(tagger.config).items() if k not in skip}
 
 
+def resuming(config) -> bool:
+    """``config.resume``, refused in one line when there is no ``checkpoint_dir`` to resume from."""
+    if config.resume and not config.checkpoint_dir:
+        raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
+    return config.resume
+
+
 def check_resumable(tagger: Tagger, saved: dict, path: Path) -> None:
     """Refuse a checkpoint whose ``saved`` :func:`learned_config` differs from ``tagger``'s. A setting
     newer than the checkpoint ran at its default then (``former_defaults`` where that changed)."""

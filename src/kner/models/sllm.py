@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +72,9 @@ class SLLMConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_train_minutes: float = 0.0
-    """Stop training after this many minutes (the epoch under way is cut short and scored; a run the budget
-    stopped is finished, and resuming it trains no more); 0 = no limit."""
+    """Stop training after this many minutes (the epoch under way is cut short and scored; a resumed run
+    counts the epochs it resumes after; a run the budget stopped is finished, and resuming it trains no
+    more); 0 = no limit."""
     eval_limit: int = 200
     """Validation sentences decoded after each epoch to pick the best epoch; 0 skips it."""
     constrained: bool = True
@@ -243,9 +243,9 @@ class SLLMTagger(Tagger):
             items = self._features(train)
             selector = EpochSelector(self, valid)
             resume_from, finished = trainer_checkpoints.resume(self, selector)
-            with tempfile.TemporaryDirectory(prefix="kner-sllm-") as tmp:
+            with trainer_checkpoints.trainer_settings(self) as saving:
                 args = TrainingArguments(
-                    **trainer_checkpoints.trainer_settings(self, tmp), per_device_train_batch_size=cfg.batch_size,
+                    **saving, per_device_train_batch_size=cfg.batch_size,
                     learning_rate=cfg.lr, num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio,
                     weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed, logging_strategy="no",
                     eval_strategy="no", report_to="none", use_cpu=self.device.type == "cpu",
@@ -347,7 +347,8 @@ class _EpochLog(TrainerCallback):
 
     def __init__(self, tagger: SLLMTagger, selector: EpochSelector) -> None:
         self.tagger, self.selector, self.trainer = tagger, selector, None
-        self.started = self.budget_started = time.perf_counter()
+        self.started = time.perf_counter()
+        self.budget_started = self.started - total_seconds(tagger.history)  # a resumed run spent its epochs' time
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,19 +21,23 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .base import EpochRecord, Tagger
-from .selection import EpochSelector, check_resumable, learned_config
+from .selection import EpochSelector, check_resumable, learned_config, resuming
 
 log = logging.getLogger("kner")
 
 SELECTOR_FILE = "kner_selector.pt"
 
 
-def trainer_settings(tagger: Tagger, scratch: str) -> dict:
-    """TrainingArguments for saving: every epoch into ``checkpoint_dir``, else nothing into ``scratch``."""
+@contextmanager
+def trainer_settings(tagger: Tagger) -> Iterator[dict]:
+    """TrainingArguments for saving: every epoch into ``checkpoint_dir``, else nothing (into a
+    temporary folder, as the Trainer needs an ``output_dir`` even when it saves nothing)."""
     folder = tagger.config.checkpoint_dir
-    if not folder:
-        return {"output_dir": scratch, "save_strategy": "no"}
-    return {"output_dir": folder, "save_strategy": "epoch", "save_total_limit": 1}
+    if folder:
+        yield {"output_dir": folder, "save_strategy": "epoch", "save_total_limit": 1}
+        return
+    with tempfile.TemporaryDirectory(prefix=f"kner-{tagger.family}-") as scratch:
+        yield {"output_dir": scratch, "save_strategy": "no"}
 
 
 def resume(tagger: Tagger, selector: EpochSelector) -> tuple[str | None, bool]:
@@ -39,10 +46,8 @@ def resume(tagger: Tagger, selector: EpochSelector) -> tuple[str | None, bool]:
     none) and whether the run had already finished there (its epochs, a refit's count or the time
     budget), so that nothing is left to train."""
     cfg = tagger.config
-    if not cfg.resume:
+    if not resuming(cfg):
         return None, False
-    if not cfg.checkpoint_dir:
-        raise ValueError("resume=True needs checkpoint_dir (the folder the interrupted run wrote)")
     last = get_last_checkpoint(cfg.checkpoint_dir) if Path(cfg.checkpoint_dir).is_dir() else None
     if last is None:
         return None, False

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
 import kner
 from builders import bert as builder
@@ -428,3 +428,11 @@ def test_a_trimmed_vocabulary_keeps_the_training_segmentation_learns_and_reloads
 def test_trimming_the_vocabulary_of_a_wordpiece_model_is_refused_with_the_fix(request, tmp_path):
     with pytest.raises(ValueError, match="needs a SentencePiece .Unigram. or BPE tokenizer; this one is WordPiece.*trim_vocab false"):
         builder.make(tmp_path, request, trim_vocab=True).fit(OVERFIT)
+
+
+def test_a_bf16_checkpoint_fine_tunes_with_fp32_weights(request, tmp_path):
+    source = builder.base_model(request)
+    AutoModel.from_pretrained(source).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")  # an encoder, no head
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "bf16")
+    tagger = builder.make(tmp_path, request, base_model=str(tmp_path / "bf16"), epochs=1).fit(OVERFIT)
+    assert {p.dtype for p in tagger.model.parameters()} == {torch.float32}

@@ -138,3 +138,22 @@ def test_a_text_read_twice_still_fits_the_window_and_is_covered_whole(request):
     assert len(enc.wins) > 1 and all(len(twice._sequence(enc, w)) <= 512 for w in range(len(enc.wins)))
     (feats,) = twice.features([long], "fp32")
     assert all(feats[i].any() for i, c in enumerate(long) if c != " ")
+
+
+def test_a_bf16_checkpoint_is_held_in_fp32_so_precision_decides_and_is_saved_back_in_bf16(request, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoTokenizer
+
+    source = base_model(request, "gemma")
+    AutoModel.from_pretrained(source).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")  # as gemma-3-270m ships
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "bf16")
+    encoder = ContextEncoder.from_pretrained(tmp_path / "bf16", layers=2, normalize=True)
+    assert {p.dtype for p in encoder.model.parameters()} == {torch.float32}
+    texts = ["이순신 장군은 서울에 갔다", "1592년 한산도"]
+    before = encoder.features(texts, "fp32")
+    encoder.save(tmp_path / "run")
+    with safe_open(tmp_path / "run" / "encoder" / "model.safetensors", "pt") as saved:
+        assert {saved.get_tensor(k).dtype for k in saved.keys()} == {torch.bfloat16}
+    again = ContextEncoder.load(tmp_path / "run", layers=2, normalize=True)
+    assert {p.dtype for p in again.model.parameters()} == {torch.float32}
+    assert all(torch.equal(a, b) for a, b in zip(again.features(texts, "fp32"), before))

@@ -328,8 +328,8 @@ class BertTagger(Tagger):
             local = hf_common.local_only(cfg.base_model)
             tags = bio_labels(self.labels)
             tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=local)
-            model = AutoModelForTokenClassification.from_pretrained(
-                cfg.base_model, local_files_only=local, num_labels=len(tags),
+            model = AutoModelForTokenClassification.from_pretrained(  # fp32 master weights, whatever the checkpoint's
+                cfg.base_model, local_files_only=local, dtype=torch.float32, num_labels=len(tags),
                 id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)})
             self._attach(tokenizer, model)
             items = self._features(train)

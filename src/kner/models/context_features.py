@@ -10,6 +10,7 @@ reading's states, which have seen the whole window (echo embeddings, Springer et
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,10 +41,11 @@ class ContextEncoder:
     into ``(len(text), layers, hidden)`` tensors."""
 
     def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto",
-                 echo: bool = False) -> None:
+                 echo: bool = False, stored_dtype: torch.dtype = torch.float32) -> None:
         from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
 
         self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
+        self.stored_dtype = stored_dtype  # the checkpoint's own dtype, which save keeps
         self.normalize = normalize  # each vector to unit RMS: a decoder LLM's hidden states grow through its layers
         self.echo = echo
         self.layers = layer_numbers(model.config.num_hidden_layers, layers)
@@ -62,7 +64,8 @@ class ContextEncoder:
         used = {i for enc in self.windows.encode(texts) for i in enc.ids}
         device = next(self.model.parameters()).device
         tokenizer, model = vocab_trim.trim(self.tokenizer, self.model.cpu(), vocab_trim.kept_ids(self.tokenizer, used))
-        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize, self.echo)
+        return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize, self.echo,
+                              self.stored_dtype)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, layers: int, depth: int | None = None,
@@ -79,11 +82,16 @@ class ContextEncoder:
                 raise ValueError(f"encoder_depth must be between 1 and the encoder's {config.num_hidden_layers} "
                                  f"layers, not {depth}")
             config.num_hidden_layers = depth
-        model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local)
-        return cls(model, tokenizer, layers, normalize, pretokenize, echo)
+        stored = config.dtype or torch.float32
+        # Held in fp32 whatever the checkpoint's dtype (gemma's is bf16), so that ``precision`` decides,
+        # through autocast: bf16 weights run as bf16 even where a CPU has no bf16 instructions, very slowly.
+        model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local, dtype=torch.float32)
+        return cls(model, tokenizer, layers, normalize, pretokenize, echo, stored)
 
     def save(self, directory: Path, name: str = ENCODER_DIR) -> None:
-        self.model.save_pretrained(directory / name)
+        """Saved in the checkpoint's dtype (bf16 halves gemma's copy): its weights came in it, so nothing is lost."""
+        model = self.model if self.stored_dtype == torch.float32 else copy.deepcopy(self.model).to(self.stored_dtype)
+        model.save_pretrained(directory / name)
         self.tokenizer.save_pretrained(directory / name)
 
     @classmethod

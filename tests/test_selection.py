@@ -246,7 +246,10 @@ def test_kner_train_refit_trains_again_on_validation_too_and_the_run_says_so(klu
     best = max(chosen["history"], key=lambda r: r["valid_f1"])
     assert best["epoch"] == chosen["epochs"] == len(meta["history"]) and len(chosen["history"]) == 3
     assert meta["metrics"]["n_train"] == 300 and meta["metrics"]["before_refit"]["f1"] >= 0
-    assert "before the refit" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "before the refit" in printed
+    size = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file()) / 2**20
+    assert f"checkpoints for --resume: {out / 'checkpoints'} ({size:,.0f} MB); delete the folder" in printed
     with pytest.raises(SystemExit, match=r"^kner evaluate: this run trained on the validation sentences[^\n]*$"):
         main(["evaluate", str(out), *data, "--on", "validation"])
 

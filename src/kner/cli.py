@@ -202,6 +202,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     before = f"; before the refit {extra['before_refit']['f1']:.4f}" if extra else ""
     print(f"saved {args.family} to {args.out}: dev micro F1 {scores.f1:.4f}{before} ({len(dev)} sentences; "
           f"{tagger.provenance['selection']['note']})")
+    checkpoints = Path(overrides.get("checkpoint_dir") or "")
+    if checkpoints.name and checkpoints.is_dir():  # the optimizer's state makes them several times the model
+        size = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file()) / 2**20
+        print(f"checkpoints for --resume: {checkpoints} ({size:,.0f} MB); delete the folder once nothing needs resuming")
 
 
 def _metrics(s: Scores) -> dict:

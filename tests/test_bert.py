@@ -317,11 +317,8 @@ def test_kner_train_runs_data_parallel_in_two_processes(request, tmp_path, klue_
 def test_an_interrupted_data_parallel_run_resumes_to_the_model_an_uninterrupted_one_trains(request, tmp_path, klue_dir):
     interrupted = tmp_path / "interrupted_kner.py"  # the kner command, stopped (as by Ctrl-C) when epoch 2 ends
     interrupted.write_text(
-        "import sys\nfrom kner.cli import main\nfrom kner.models.selection import EpochSelector\n"
-        "end_epoch = EpochSelector.end_epoch\n"
-        "def stop(self, at, *args, **kwargs):\n"
-        "    if at == 2:\n        raise KeyboardInterrupt\n    return end_epoch(self, at, *args, **kwargs)\n"
-        "EpochSelector.end_epoch = stop\nsys.exit(main())\n")
+        f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\nimport pytest\nfrom conftest import interrupt_in_epoch\n"
+        "from kner.cli import main\ninterrupt_in_epoch(pytest.MonkeyPatch(), 2)\nsys.exit(main())\n")
     straight, _ = torchrun_kner_train(request, tmp_path, klue_dir, "straight")
     stopped, _ = torchrun_kner_train(request, tmp_path, klue_dir, "stopped", script=interrupted)
     resumed, logs = torchrun_kner_train(request, tmp_path, klue_dir, "stopped", "--resume")

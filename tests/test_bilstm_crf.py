@@ -1,6 +1,7 @@
 """BiLSTM-CRF: the CRF layer against brute force, exact resumption, unknown characters, features."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -15,6 +16,7 @@ from kner.models.bilstm_crf import BiLSTMCRFTagger
 from kner.models.bilstm_inputs import CLASSES, GAZ, LEX, MORPH, Vocab
 from kner.models.crf_layer import CRF, iob2_allowed
 from kner.models.hf_common import autocast
+from kner.models.selection import learned_config
 
 pytestmark = pytest.mark.slow  # trains neural models or starts servers: `pytest -m "not slow"` skips them
 
@@ -521,3 +523,28 @@ def test_a_model_trained_with_device_cuda_loads_on_a_machine_without_a_gpu(tmp_p
     assert loaded.device.type == "cpu" and loaded.predict(ODD_TEXTS) == tagger.predict(ODD_TEXTS)
     with pytest.raises(ValueError, match="sees no GPU"):
         kner.load(path, device="cuda")  # asked for explicitly, it is refused with the fix
+
+
+def test_a_run_with_a_feature_cache_trains_the_same_model_again_without_running_the_encoder(tmp_path, request,
+                                                                                            monkeypatch,
+                                                                                            overfit_examples):
+    from builders.bert import base_model
+
+    from kner.models.context_features import ContextEncoder
+
+    def fit():
+        return BiLSTMCRFTagger(**TINY, encoder=str(base_model(request, "sentencepiece")), encoder_layers=2,
+                               max_epochs=2, feature_cache=str(tmp_path / "cache")).fit(overfit_examples[:3],
+                                                                                       overfit_examples[3:])
+
+    first = fit()
+    stored = sorted(tmp_path.glob("cache/*/*.pt"))
+    assert len(stored) == 2  # the training texts and the validation texts
+    texts = ODD_TEXTS + [ex.text for ex in overfit_examples]
+    assert first.predict(texts) and sorted(tmp_path.glob("cache/*/*.pt")) == stored  # prediction writes nothing
+    monkeypatch.setattr(ContextEncoder, "_features", lambda *a: pytest.fail("the encoder ran despite the cache"))
+    again = fit()
+    assert [(r.train_loss, r.valid_f1) for r in again.history] == [(r.train_loss, r.valid_f1) for r in first.history]
+    assert all(torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values()))
+    plain = BiLSTMCRFTagger(**{**dataclasses.asdict(again.config), "feature_cache": None})
+    assert learned_config(plain) == learned_config(again)  # so --resume may add or drop the cache

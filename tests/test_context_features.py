@@ -157,3 +157,38 @@ def test_a_bf16_checkpoint_is_held_in_fp32_so_precision_decides_and_is_saved_bac
     again = ContextEncoder.load(tmp_path / "run", layers=2, normalize=True)
     assert {p.dtype for p in again.model.parameters()} == {torch.float32}
     assert all(torch.equal(a, b) for a, b in zip(again.features(texts, "fp32"), before))
+
+
+def test_cached_features_are_the_computed_ones_and_only_texts_the_cache_lacks_are_computed(encoder, tmp_path,
+                                                                                           monkeypatch):
+    texts = ["이순신 장군은 서울에 갔다", "부산의 이순신", "가나다 서울 " * 60]
+    computed = []
+    compute = encoder._features
+    monkeypatch.setattr(encoder, "_features", lambda t, p: computed.append(list(t)) or compute(t, p))
+    first = encoder.features(texts, "fp32", tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(first, compute(texts, "fp32")))
+    again = encoder.features(["오늘 부산에서", texts[1], "오늘 부산에서", texts[0]], "fp32", tmp_path)
+    assert computed == [texts, ["오늘 부산에서"]]  # each text once, the stored ones never
+    assert torch.equal(again[1], first[1]) and torch.equal(again[3], first[0]) and torch.equal(again[0], again[2])
+    assert len(list(tmp_path.glob("*/*.pt"))) == 2 and not list(tmp_path.glob("*/*.tmp"))
+
+
+def test_cached_features_are_kept_apart_by_precision_layers_and_the_encoders_files(request, tmp_path, monkeypatch):
+    source = tmp_path / "encoder"
+    ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2).save(tmp_path, "encoder")
+    computed = []
+
+    def reading(layers):
+        enc = ContextEncoder.from_pretrained(source, layers=layers)
+        compute = enc._features
+        monkeypatch.setattr(enc, "_features", lambda t, p: computed.append(p) or compute(t, p))
+        return enc
+
+    texts = ["이순신 장군은 서울에 갔다"]
+    for layers, precision in [(2, "fp32"), (2, "fp32"), (2, "bf16"), (1, "fp32")]:
+        reading(layers).features(texts, precision, tmp_path / "cache")
+    assert computed == ["fp32", "bf16", "fp32"]  # the second read was found; each other setting misses
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    (source / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-5}), encoding="utf-8")
+    reading(2).features(texts, "fp32", tmp_path / "cache")
+    assert computed == ["fp32", "bf16", "fp32", "fp32"]  # a changed encoder file misses too

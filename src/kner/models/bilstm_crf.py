@@ -138,6 +138,11 @@ class BiLSTMCRFConfig:
     """Save a resumable checkpoint here after every epoch; None or '' = none. kner train sets OUT/checkpoints."""
     resume: bool = False
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
+    feature_cache: str | None = None
+    """A folder that keeps the frozen encoders' features of the training and validation texts between
+    runs, so that other seeds and settings over the same encoders, ``resume`` and a refit read them
+    instead of running the encoders again (kner.models.feature_cache; several GB for gemma-3-270m on
+    KLUE's train); None = computed in each run. Prediction never reads or writes it."""
 
 
 class BiLSTMCRFTagger(Tagger):
@@ -192,14 +197,15 @@ class BiLSTMCRFTagger(Tagger):
     def _encoders(self) -> list[ContextEncoder]:
         return [e for e in (self.context, self.context2) if e is not None]
 
-    def _context(self, texts: Sequence[str]) -> list[torch.Tensor] | None:
+    def _context(self, texts: Sequence[str], training: bool = False) -> list[torch.Tensor] | None:
         """The frozen encoders' features, one ``(len(text), encoder_layers, dim)`` tensor per text (the
-        encoders' dims side by side)."""
+        encoders' dims side by side); in ``training``, through ``feature_cache`` when it is set."""
         encoders = self._encoders()
         if not encoders:
             return None
         precision = pick_precision(self.config.precision, self.device, cpu_bf16=True)
-        first, *rest = [e.features(texts, precision) for e in encoders]
+        cache = Path(self.config.feature_cache) if training and self.config.feature_cache else None
+        first, *rest = [e.features(texts, precision, cache) for e in encoders]
         if rest:
             for i in range(len(texts)):  # in place, text by text: no second copy of all features
                 first[i] = torch.cat([first[i], *(r[i] for r in rest)], dim=-1)
@@ -338,7 +344,7 @@ class BiLSTMCRFTagger(Tagger):
         feats = self._kiwi_feats(texts)
         self.gazetteer = Gazetteer(from_kiwi()) if cfg.gazetteer_dim else None
         self.lexicon = Lexicon(lexicon_from_kiwi()) if cfg.lexicon_dim else None
-        c_train = self._context(texts)
+        c_train = self._context(texts, training=True)
         self.vocab = Vocab.build(texts, feats if feats[0] else None, cfg, self.gazetteer, self.lexicon)
         x_train = self.vocab.encode_many(texts, feats, gaz_tags=self._gaz_tags(texts), lex_tags=self._lex_tags(texts))
         y_train = [self._gold(ex) for ex in train]
@@ -352,7 +358,7 @@ class BiLSTMCRFTagger(Tagger):
             with torch.no_grad():
                 self.net.morph.weight[1:] = vectors / vectors.std()
         # Encoded after the table is built, as the table may grow past it.
-        x_held = {role: (self._encode(selector.texts(role)), self._context(selector.texts(role)))
+        x_held = {role: (self._encode(selector.texts(role)), self._context(selector.texts(role), training=True))
                   if selector.examples[role] else ([], None) for role in ("valid", "monitor")}
         self.net.to(device)
         lengths = [len(t) for t in texts]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..align import owner_window
-from . import vocab_trim
+from . import feature_cache, vocab_trim
 from .hf_common import autocast, local_only
 
 ENCODER_DIR = "encoder"  # inside a saved model: the encoder and its tokenizer, so the model needs nothing else
@@ -41,11 +41,12 @@ class ContextEncoder:
     into ``(len(text), layers, hidden)`` tensors."""
 
     def __init__(self, model, tokenizer, layers: int, normalize: bool = False, pretokenize: str = "auto",
-                 echo: bool = False, stored_dtype: torch.dtype = torch.float32) -> None:
+                 echo: bool = False, stored_dtype: torch.dtype = torch.float32, source: str | None = None) -> None:
         from .bert import WindowEncoder  # the BERT family's windowing and morpheme pieces, shared
 
         self.model, self.tokenizer, self.pretokenize = model.eval().requires_grad_(False), tokenizer, pretokenize
         self.stored_dtype = stored_dtype  # the checkpoint's own dtype, which save keeps
+        self.source = source  # the folder or hub id it came from, which keys its cached features
         self.normalize = normalize  # each vector to unit RMS: a decoder LLM's hidden states grow through its layers
         self.echo = echo
         self.layers = layer_numbers(model.config.num_hidden_layers, layers)
@@ -65,7 +66,7 @@ class ContextEncoder:
         device = next(self.model.parameters()).device
         tokenizer, model = vocab_trim.trim(self.tokenizer, self.model.cpu(), vocab_trim.kept_ids(self.tokenizer, used))
         return ContextEncoder(model.to(device), tokenizer, len(self.layers), self.normalize, self.pretokenize, self.echo,
-                              self.stored_dtype)
+                              self.stored_dtype, self.source)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, layers: int, depth: int | None = None,
@@ -86,7 +87,7 @@ class ContextEncoder:
         # Held in fp32 whatever the checkpoint's dtype (gemma's is bf16), so that ``precision`` decides,
         # through autocast: bf16 weights run as bf16 even where a CPU has no bf16 instructions, very slowly.
         model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local, dtype=torch.float32)
-        return cls(model, tokenizer, layers, normalize, pretokenize, echo, stored)
+        return cls(model, tokenizer, layers, normalize, pretokenize, echo, stored, str(name_or_path))
 
     def save(self, directory: Path, name: str = ENCODER_DIR) -> None:
         """Saved in the checkpoint's dtype (bf16 halves gemma's copy): its weights came in it, so nothing is lost."""
@@ -103,8 +104,19 @@ class ContextEncoder:
         self.model.to(device)
         return self
 
-    def features(self, texts: Sequence[str], precision: str) -> list[torch.Tensor]:
-        """One float16 CPU tensor ``(len(text), len(self.layers), self.dim)`` per text."""
+    def features(self, texts: Sequence[str], precision: str, cache: Path | None = None) -> list[torch.Tensor]:
+        """One float16 CPU tensor ``(len(text), len(self.layers), self.dim)`` per text; with ``cache``, a
+        folder of earlier runs' features (kner.models.feature_cache), the texts found there are read."""
+        if cache is None:
+            return self._features(texts, precision)
+        device = next(self.model.parameters()).device
+        settings = {"layers": self.layers, "depth": self.model.config.num_hidden_layers, "normalize": self.normalize,
+                    "echo": self.echo, "pretokenize": self.pretokenize, "window": [self.windows.size, self.windows.stride],
+                    "precision": precision, "device": device.type}
+        folder = Path(cache) / feature_cache.key(self.source, settings)
+        return feature_cache.cached(folder, texts, lambda missing: self._features(missing, precision))
+
+    def _features(self, texts: Sequence[str], precision: str) -> list[torch.Tensor]:
         from .bert import length_sorted_batches
 
         encoded = self.windows.encode(texts)

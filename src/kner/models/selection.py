@@ -79,7 +79,7 @@ class EpochSelector:
 
 def learned_config(tagger: Tagger) -> dict:
     """The settings a resumed run must share with the interrupted one (runtime ones may differ)."""
-    skip = {*tagger.runtime_settings, "checkpoint_dir", "resume"}
+    skip = {*tagger.runtime_settings, "checkpoint_dir", "resume", "feature_cache"}
     return {k: v for k, v in asdict(tagger.config).items() if k not in skip}
 
 

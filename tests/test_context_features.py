@@ -192,3 +192,15 @@ def test_cached_features_are_kept_apart_by_precision_layers_and_the_encoders_fil
     (source / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-5}), encoding="utf-8")
     reading(2).features(texts, "fp32", tmp_path / "cache")
     assert computed == ["fp32", "bf16", "fp32", "fp32"]  # a changed encoder file misses too
+
+
+def test_an_interrupted_cache_write_leaves_no_file_behind(encoder, tmp_path, monkeypatch):
+    from kner.models import feature_cache
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feature_cache.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        encoder.features(["부산의 이순신"], "fp32", tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -67,9 +67,9 @@ def cached(folder: Path, texts: Sequence[str],
     for part in sorted(folder.glob("*.pt")):
         stored = torch.load(part, mmap=True, weights_only=True)
         found.update(zip(stored["texts"], stored["features"].split(stored["lengths"].tolist())))
+    hits = sum(t in found for t in texts)
+    log.info("encoder features: %d of %d texts from %s", hits, len(texts), folder)
     missing = list(dict.fromkeys(t for t in texts if t not in found))
-    log.info("encoder features: %d of %d texts from %s", len(texts) - sum(t not in found for t in texts),
-             len(texts), folder)
     if missing:
         new = compute(missing)
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,11 @@ def cached(folder: Path, texts: Sequence[str],
         # Written whole, then renamed into place: an interrupted run leaves no half file to be read later.
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         os.close(fd)
-        torch.save(stored, tmp)
-        os.replace(tmp, folder / f"{len(list(folder.glob('*.pt'))):05d}-{os.getpid()}.pt")
+        try:
+            torch.save(stored, tmp)
+            os.replace(tmp, folder / f"{len(list(folder.glob('*.pt'))):05d}-{os.getpid()}.pt")
+        except BaseException:  # Ctrl-C included: a partial file of several GB is not left behind
+            Path(tmp).unlink(missing_ok=True)
+            raise
         found.update(zip(missing, new))
     return [found[t] for t in texts]

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -75,13 +74,13 @@ def cached(folder: Path, texts: Sequence[str],
         folder.mkdir(parents=True, exist_ok=True)
         stored = {"texts": missing, "lengths": torch.tensor([len(f) for f in new]), "features": torch.cat(new)}
         # Written whole, then renamed into place: an interrupted run leaves no half file to be read later.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
+        name = f"{len(list(folder.glob('*.pt'))):05d}-{os.getpid()}.pt"  # the pid keeps concurrent runs apart
+        tmp = folder / f"{name}.tmp"
         try:
             torch.save(stored, tmp)
-            os.replace(tmp, folder / f"{len(list(folder.glob('*.pt'))):05d}-{os.getpid()}.pt")
+            os.replace(tmp, folder / name)
         except BaseException:  # Ctrl-C included: a partial file of several GB is not left behind
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         found.update(zip(missing, new))
     return [found[t] for t in texts]

@@ -173,13 +173,14 @@ def test_cached_features_are_the_computed_ones_and_only_texts_the_cache_lacks_ar
     assert len(list(tmp_path.glob("*/*.pt"))) == 2 and not list(tmp_path.glob("*/*.tmp"))
 
 
-def test_cached_features_are_kept_apart_by_precision_layers_and_the_encoders_files(request, tmp_path, monkeypatch):
+def test_cached_features_are_kept_apart_by_precision_layers_vocabulary_and_the_encoders_files(request, tmp_path, monkeypatch):
     source = tmp_path / "encoder"
     ContextEncoder.from_pretrained(base_model(request, "sentencepiece"), layers=2).save(tmp_path, "encoder")
     computed = []
 
-    def reading(layers):
+    def reading(layers, trimmed_to=None):
         enc = ContextEncoder.from_pretrained(source, layers=layers)
+        enc = enc.trimmed_to(trimmed_to) if trimmed_to else enc
         compute = enc._features
         monkeypatch.setattr(enc, "_features", lambda t, p: computed.append(p) or compute(t, p))
         return enc
@@ -188,10 +189,13 @@ def test_cached_features_are_kept_apart_by_precision_layers_and_the_encoders_fil
     for layers, precision in [(2, "fp32"), (2, "fp32"), (2, "bf16"), (1, "fp32")]:
         reading(layers).features(texts, precision, tmp_path / "cache")
     assert computed == ["fp32", "bf16", "fp32"]  # the second read was found; each other setting misses
+    for train in (texts, texts, ["오늘 부산에서 이순신"]):  # trimmed to other training texts, a vocabulary differs
+        reading(2, train).features(texts, "fp32", tmp_path / "cache")
+    assert computed == ["fp32", "bf16", "fp32", "fp32", "fp32"]
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     (source / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-5}), encoding="utf-8")
     reading(2).features(texts, "fp32", tmp_path / "cache")
-    assert computed == ["fp32", "bf16", "fp32", "fp32"]  # a changed encoder file misses too
+    assert computed == ["fp32", "bf16", "fp32", "fp32", "fp32", "fp32"]  # a changed encoder file misses too
 
 
 def test_an_interrupted_cache_write_leaves_no_file_behind(encoder, tmp_path, monkeypatch):

@@ -140,9 +140,9 @@ class BiLSTMCRFConfig:
     """Continue from checkpoint_dir's checkpoint if there is one (same result as uninterrupted)."""
     feature_cache: str | None = None
     """A folder that keeps the frozen encoders' features of the training and validation texts between
-    runs, so that other seeds and settings over the same encoders, ``resume`` and a refit read them
-    instead of running the encoders again (kner.models.feature_cache; several GB for gemma-3-270m on
-    KLUE's train); None = computed in each run. Prediction never reads or writes it."""
+    runs, so that runs over the same encoders and training texts (other seeds and settings, ``resume``)
+    read them instead of running the encoders again (kner.models.feature_cache; several GB for
+    gemma-3-270m on KLUE's train); None = computed in each run. Prediction never reads or writes it."""
 
 
 class BiLSTMCRFTagger(Tagger):

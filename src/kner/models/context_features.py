@@ -11,6 +11,7 @@ reading's states, which have seen the whole window (echo embeddings, Springer et
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,12 +110,18 @@ class ContextEncoder:
         folder of earlier runs' features (kner.models.feature_cache), the texts found there are read."""
         if cache is None:
             return self._features(texts, precision)
+        folder = Path(cache) / self.cache_key(precision)
+        return feature_cache.cached(folder, texts, lambda missing: self._features(missing, precision))
+
+    def cache_key(self, precision: str) -> str:
+        """The folder, inside a feature cache, of this encoder's features read in ``precision``."""
         device = next(self.model.parameters()).device
+        # The vocabulary as trimmed: a text with subwords it lacks is read in other pieces than the source reads it.
+        vocabulary = hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
         settings = {"layers": self.layers, "depth": self.model.config.num_hidden_layers, "normalize": self.normalize,
                     "echo": self.echo, "pretokenize": self.pretokenize, "window": [self.windows.size, self.windows.stride],
-                    "precision": precision, "device": device.type}
-        folder = Path(cache) / feature_cache.key(self.source, settings)
-        return feature_cache.cached(folder, texts, lambda missing: self._features(missing, precision))
+                    "vocabulary": vocabulary, "precision": precision, "device": device.type}
+        return feature_cache.key(self.source, settings)
 
     def _features(self, texts: Sequence[str], precision: str) -> list[torch.Tensor]:
         from .bert import length_sorted_batches

@@ -1,16 +1,14 @@
 """A folder that keeps a frozen encoder's features of training texts between runs.
 
 A frozen encoder gives a text the same features in every run, and computing them is much of a run's
-time (gemma-3-270m's for KLUE's train take about an hour on a 2-core CPU without bf16 instructions),
-so runs that differ only in their seed or the network's settings, a ``--resume`` and a ``--refit``
-can read them instead. Hand-written because the features are ragged per-character float16 tensors
-that ``datasets``' cache would store as nested lists: here each write is one tensor file, read back
-memory-mapped.
+time on a CPU (docs/experiments.md), so runs over the same encoder and training texts that differ in
+their seed or the network's settings, and a ``--resume``, can read them instead. Hand-written because
+the features are ragged per-character float16 tensors that ``datasets``' cache would store as nested
+lists: here each write is one tensor file, read back memory-mapped.
 
 A text's features are found by the text and by a key over everything they depend on: the encoder's
-source files (its weights and tokenizer), the layers read, normalisation, echo, pretokenisation, the
-precision and the device type. Trimming the vocabulary changes none of them for the training texts
-(kner.models.vocab_trim), so the key is taken over the source as given.
+source files (its weights), its vocabulary as trimmed to the training texts, the layers read,
+normalisation, echo, pretokenisation, the window, the precision and the device type.
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ import torch
 from .hf_common import local_only
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # raised when what is stored, or how it is keyed, changes
+FORMAT = 2  # raised when what is stored, or how it is keyed, changes
 
 
 def source_digest(name_or_path: str) -> str:

@@ -140,7 +140,7 @@ def test_a_text_read_twice_still_fits_the_window_and_is_covered_whole(request):
     assert all(feats[i].any() for i, c in enumerate(long) if c != " ")
 
 
-def test_a_bf16_checkpoint_is_held_in_fp32_so_precision_decides_and_is_saved_back_in_bf16(request, tmp_path):
+def test_a_bf16_checkpoint_runs_in_bf16_only_when_read_in_bf16_and_is_saved_back_in_bf16(request, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModel, AutoTokenizer
 
@@ -157,6 +157,11 @@ def test_a_bf16_checkpoint_is_held_in_fp32_so_precision_decides_and_is_saved_bac
     again = ContextEncoder.load(tmp_path / "run", layers=2, normalize=True)
     assert {p.dtype for p in again.model.parameters()} == {torch.float32}
     assert all(torch.equal(a, b) for a, b in zip(again.features(texts, "fp32"), before))
+    in_bf16 = again.features(texts, "bf16")
+    assert {p.dtype for p in again.model.parameters()} == {torch.bfloat16}
+    assert not all(torch.equal(a, b) for a, b in zip(in_bf16, before))
+    assert all(torch.equal(a, b) for a, b in zip(again.features(texts, "fp32"), before))  # and back, exactly
+    assert {p.dtype for p in again.model.parameters()} == {torch.float32}
 
 
 def test_cached_features_are_the_computed_ones_and_only_texts_the_cache_lacks_are_computed(encoder, tmp_path,

@@ -85,8 +85,8 @@ class ContextEncoder:
                                  f"layers, not {depth}")
             config.num_hidden_layers = depth
         stored = config.dtype or torch.float32
-        # Held in fp32 whatever the checkpoint's dtype (gemma's is bf16), so that ``precision`` decides,
-        # through autocast: bf16 weights run as bf16 even where a CPU has no bf16 instructions, very slowly.
+        # Loaded in fp32 whatever the checkpoint's dtype (gemma's is bf16): bf16 weights run as bf16 even where
+        # a CPU has no bf16 instructions, very slowly. ``_features`` casts them back where it reads in bf16.
         model = AutoModel.from_pretrained(name_or_path, config=config, local_files_only=local, dtype=torch.float32)
         return cls(model, tokenizer, layers, normalize, pretokenize, echo, stored, str(name_or_path))
 
@@ -113,6 +113,11 @@ class ContextEncoder:
         folder = Path(cache) / self.cache_key(precision)
         return feature_cache.cached(folder, texts, lambda missing: self._features(missing, precision))
 
+    def held_dtype(self, precision: str) -> torch.dtype:
+        """The weights' dtype for reading in ``precision``: a bf16 checkpoint read in bf16 runs in its own
+        dtype (faster than fp32 weights under autocast, as exact: they came in bf16), else fp32."""
+        return torch.bfloat16 if precision == "bf16" and self.stored_dtype == torch.bfloat16 else torch.float32
+
     def cache_key(self, precision: str) -> str:
         """The folder, inside a feature cache, of this encoder's features read in ``precision``."""
         device = next(self.model.parameters()).device
@@ -132,6 +137,8 @@ class ContextEncoder:
         owners = [owner_window(enc.wins) if enc.wins else [] for enc in encoded]
         out = [torch.zeros(len(text), len(self.layers), self.dim, dtype=torch.float16) for text in texts]
         skip, device = len(self.windows.prefix), next(self.model.parameters()).device
+        for p in self.model.parameters():  # not model.to: a float buffer (rotary frequencies) would round for good
+            p.data = p.data.to(self.held_dtype(precision))  # exact both ways: the weights came in stored_dtype
         with torch.inference_mode():
             batches = length_sorted_batches(seqs, BATCH_SIZE, self.windows.pad_id)
             for idx, batch in tqdm(batches, desc="encoder features", total=-(-len(seqs) // BATCH_SIZE), leave=False,

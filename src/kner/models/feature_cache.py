@@ -25,7 +25,7 @@ import torch
 from .hf_common import local_only
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # raised when what is stored, or how it is keyed, changes
+FORMAT = 3  # raised when what is stored, or how it is keyed, changes
 
 
 def source_digest(name_or_path: str) -> str:
